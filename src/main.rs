@@ -1,0 +1,5 @@
+//! The dynstack kernel binary: boots, then runs the shell.
+#![no_std]
+#![no_main]
+
+dynstack::kernel_main!(dynstack::kernel::run_shell);
