@@ -1,2 +1,7 @@
-//! AArch64: boot entry, exception vectors, trap frames, system registers, TLB maintenance.
+//! AArch64: boot entry, exception vectors, trap frames, system registers, TLB maintenance,
+//! the generic timer and PSCI.
 core::arch::global_asm!(include_str!("boot.s"));
+
+pub mod psci;
+pub mod timer;
+pub mod tlb;
