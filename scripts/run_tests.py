@@ -1,0 +1,661 @@
+#!/usr/bin/env python3
+"""Runs every dynstack test and prints one line per case, then `N passed, N failed`.
+
+Three kinds of case, in this order:
+
+1. Host unit tests: `cargo test --lib --target <host triple>`; each libtest test is a case,
+   named `host::<path>`.
+2. Test kernels: each `[[test]]` target of Cargo.toml (tests/<area>.rs, harness = false) is
+   booted in QEMU once per configuration that tests/qemu.toml lists for it. Every line
+   `TEST <name> ... ok` or `TEST <name> ... FAILED: <reason>` it prints is a case named
+   `<kernel>::<name> [<config>]`. The boot itself fails too (with the last lines of its output)
+   when it times out, panics (`PANIC`), exits with a status its `TESTS passed= failed=` line
+   does not explain, or reports no case at all.
+3. Shell cases: the main kernel booted with a command line (`-append`) and, optionally,
+   bytes piped to its serial console; each is one case named `shell::<name>`. Its output
+   must match the `expect` regexes in order, match no `reject` regex, and QEMU must exit
+   with the `exit` status.
+
+QEMU runs with `-M virt -cpu cortex-a72 -smp 4 -m 512M -nographic -semihosting -kernel <elf>`
+and the case's own options: `-smp`, `-m` and `-cpu` given there replace the base ones,
+`-M virt,...` merges with the base machine, and another machine type (`-M raspi3b`) drops
+the base machine, CPU, SMP and memory options. Standard input is /dev/null unless the case
+pipes bytes. Each boot has a timeout; on expiry its process group is killed.
+
+Python 3.11 standard library only. `--help` lists the options; exit status 0 when at least
+one case ran and none failed, 1 otherwise, 2 for a bad manifest or bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    sys.exit("run_tests.py: needs Python 3.11 or newer (for tomllib)")
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = "aarch64-unknown-none-softfloat"
+KERNEL_BIN = "dynstack"
+QEMU = os.environ.get("QEMU", "qemu-system-aarch64")
+BASE_MACHINE = "virt"
+BASE_OPTIONS = {"-cpu": "cortex-a72", "-smp": "4", "-m": "512M"}
+TAIL_LINES = 30
+DEFAULT_TIMEOUT = 60
+
+TEST_LINE = re.compile(r"^TEST (.+?) \.\.\. (ok|FAILED)(?::\s*(.*))?$")
+TESTS_LINE = re.compile(r"^TESTS passed=(\d+) failed=(\d+)")
+PANIC_LINE = re.compile(r"^PANIC")
+HOST_TEST_LINE = re.compile(r"^test (\S+) \.\.\. (ok|FAILED|ignored)")
+
+
+class ManifestError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+
+
+@dataclass
+class Result:
+    name: str
+    ok: bool
+    reason: str = ""
+    details: list[str] = field(default_factory=list)
+
+
+class Report:
+    """Prints results as they come (from several threads) and counts them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.passed = 0
+        self.failed: list[str] = []
+
+    def add(self, results: list[Result], log: list[str] | None = None) -> None:
+        with self.lock:
+            for r in results:
+                if r.ok:
+                    self.passed += 1
+                    print(f"PASS {r.name}")
+                else:
+                    self.failed.append(r.name)
+                    print(f"FAIL {r.name}: {r.reason}" if r.reason else f"FAIL {r.name}")
+                for line in r.details:
+                    print(f"    {line}")
+            if log:
+                for line in log:
+                    print(f"    {line}")
+            sys.stdout.flush()
+
+    def note(self, text: str) -> None:
+        with self.lock:
+            print(text, flush=True)
+
+    def finish(self) -> int:
+        with self.lock:
+            if self.failed:
+                print(f"\nfailed ({len(self.failed)}):")
+                for name in self.failed:
+                    print(f"  {name}")
+            print(f"{self.passed} passed, {len(self.failed)} failed", flush=True)
+            return 1 if self.failed or not self.passed else 0
+
+
+def tail(lines: list[str], n: int = TAIL_LINES) -> list[str]:
+    shown = lines[-n:]
+    head = [f"--- last {len(shown)} of {len(lines)} output lines ---"] if lines else ["--- no output ---"]
+    return head + [f"| {line}" for line in shown]
+
+
+# --------------------------------------------------------------------------------------------
+# Manifest
+
+
+@dataclass
+class KernelSpec:
+    name: str
+    configs: list[str]
+    timeout: float
+    bootargs: str
+    image: bool
+
+
+@dataclass
+class ShellSpec:
+    name: str
+    qemu: str
+    bootargs: str
+    stdin: bytes | None
+    expect: list[re.Pattern[str]]
+    reject: list[re.Pattern[str]]
+    exit: int
+    timeout: float
+    image: bool
+
+
+def _check_keys(kind: str, entry: dict, allowed: set[str]) -> str:
+    name = entry.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ManifestError(f"[[{kind}]] needs a name of letters, digits, '_', '.', '-': {entry!r}")
+    unknown = set(entry) - allowed
+    if unknown:
+        raise ManifestError(f"[[{kind}]] {name}: unknown key(s) {', '.join(sorted(unknown))}")
+    return name
+
+
+def _typed(kind: str, name: str, entry: dict, key: str, typ: type | tuple, default):
+    value = entry.get(key, default)
+    if typ is float:
+        typ = (int, float)
+    if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+        raise ManifestError(f"[[{kind}]] {name}: '{key}' has the wrong type: {value!r}")
+    return value
+
+
+def _regexes(kind: str, name: str, key: str, patterns) -> list[re.Pattern[str]]:
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise ManifestError(f"[[{kind}]] {name}: '{key}' must be a list of strings")
+    try:
+        return [re.compile(p) for p in patterns]
+    except re.error as e:
+        raise ManifestError(f"[[{kind}]] {name}: bad regex in '{key}': {e}") from None
+
+
+def load_manifest(path: Path) -> tuple[list[KernelSpec], list[ShellSpec]]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ManifestError(f"{path}: {e}") from None
+    unknown = set(data) - {"kernel", "shell"}
+    if unknown:
+        raise ManifestError(f"{path}: unknown table(s) {', '.join(sorted(unknown))}")
+    kernels: list[KernelSpec] = []
+    shells: list[ShellSpec] = []
+    seen: set[tuple[str, str]] = set()
+    for entry in data.get("kernel", []):
+        name = _check_keys("kernel", entry, {"name", "configs", "timeout", "bootargs", "image"})
+        configs = entry.get("configs", [""])
+        if not isinstance(configs, list) or not configs or not all(isinstance(c, str) for c in configs):
+            raise ManifestError(f"[[kernel]] {name}: 'configs' must be a non-empty list of strings")
+        kernels.append(
+            KernelSpec(
+                name=name,
+                configs=configs,
+                timeout=_typed("kernel", name, entry, "timeout", float, DEFAULT_TIMEOUT),
+                bootargs=_typed("kernel", name, entry, "bootargs", str, ""),
+                image=_typed("kernel", name, entry, "image", bool, False),
+            )
+        )
+        if ("kernel", name) in seen:
+            raise ManifestError(f"[[kernel]] {name} is listed twice")
+        seen.add(("kernel", name))
+    for entry in data.get("shell", []):
+        keys = {"name", "qemu", "bootargs", "stdin", "expect", "reject", "exit", "timeout", "image"}
+        name = _check_keys("shell", entry, keys)
+        stdin = _typed("shell", name, entry, "stdin", str, "")
+        shells.append(
+            ShellSpec(
+                name=name,
+                qemu=_typed("shell", name, entry, "qemu", str, ""),
+                bootargs=_typed("shell", name, entry, "bootargs", str, ""),
+                stdin=stdin.encode() if stdin else None,
+                expect=_regexes("shell", name, "expect", entry.get("expect", [])),
+                reject=_regexes("shell", name, "reject", entry.get("reject", ["^PANIC"])),
+                exit=_typed("shell", name, entry, "exit", int, 0),
+                timeout=_typed("shell", name, entry, "timeout", float, DEFAULT_TIMEOUT),
+                image=_typed("shell", name, entry, "image", bool, False),
+            )
+        )
+        if ("shell", name) in seen:
+            raise ManifestError(f"[[shell]] {name} is listed twice")
+        seen.add(("shell", name))
+    for spec in kernels + shells:
+        for config in spec.configs if isinstance(spec, KernelSpec) else [spec.qemu]:
+            try:
+                shlex.split(config)
+            except ValueError as e:
+                raise ManifestError(f"{spec.name}: bad QEMU options {config!r}: {e}") from None
+    return kernels, shells
+
+
+# --------------------------------------------------------------------------------------------
+# Building
+
+
+def host_triple() -> str:
+    out = subprocess.run(["rustc", "-vV"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("host:"))
+
+
+def test_targets() -> list[str]:
+    """Names of the `[[test]]` targets (the test kernels) of the package in ROOT."""
+    out = subprocess.run(
+        ["cargo", "metadata", "--no-deps", "--format-version", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    meta = json.loads(out)
+    manifest = str(ROOT / "Cargo.toml")
+    return [
+        t["name"]
+        for p in meta["packages"]
+        if p["manifest_path"] == manifest
+        for t in p["targets"]
+        if "test" in t["kind"]
+    ]
+
+
+def cargo_artifacts(args: list[str]) -> tuple[bool, dict[str, str]]:
+    """Runs cargo with JSON messages; returns success and {target name: executable}.
+    Compiler diagnostics go to the terminal (stderr) as cargo renders them."""
+    cmd = ["cargo", *args, "--message-format=json-render-diagnostics"]
+    print(f"$ {shlex.join(cmd)}", flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    found: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable"):
+            found[msg["target"]["name"]] = msg["executable"]
+    return proc.returncode == 0, found
+
+
+def make_image(elf: str, out: Path, host: str) -> None:
+    """A raw binary of the ELF (the same command as `make image`): the kernel starts with an
+    arm64 Linux Image header, so QEMU boots it in Linux mode and passes the DTB in x0."""
+    sysroot = subprocess.run(
+        ["rustc", "--print", "sysroot"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    objcopy = Path(sysroot) / "lib" / "rustlib" / host / "bin" / "llvm-objcopy"
+    subprocess.run([str(objcopy), "-O", "binary", elf, str(out)], cwd=ROOT, check=True)
+
+
+# --------------------------------------------------------------------------------------------
+# QEMU
+
+
+def machine_type(value: str) -> str | None:
+    """The machine type named in a -M/-machine value, if any ('virt,gic-version=3' -> 'virt')."""
+    for part in value.split(","):
+        if part.startswith("type="):
+            return part[len("type=") :]
+        if part and "=" not in part:
+            return part
+    return None
+
+
+def qemu_command(kernel: str, options: str, bootargs: str) -> list[str]:
+    extra = shlex.split(options)
+    flags = [t[1:] if t.startswith("--") else t for t in extra]  # QEMU takes --smp as -smp
+    other_machine = any(
+        f in ("-M", "-machine") and i + 1 < len(extra) and machine_type(extra[i + 1]) not in (None, BASE_MACHINE)
+        for i, f in enumerate(flags)
+    )
+    cmd = [QEMU]
+    if not other_machine:
+        cmd += ["-M", BASE_MACHINE]
+        for opt, value in BASE_OPTIONS.items():
+            if opt not in flags:
+                cmd += [opt, value]
+    cmd += ["-nographic", "-semihosting", "-kernel", kernel, *extra]
+    if bootargs:
+        cmd += ["-append", bootargs]
+    return cmd
+
+
+@dataclass
+class Boot:
+    command: list[str]
+    status: int | None  # None: timed out
+    lines: list[str]
+    seconds: float
+
+
+class Runner:
+    """Runs QEMU processes, each in its own process group so that a timeout or an interrupt
+    kills QEMU and anything it started."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.live: set[int] = set()
+        self.stopping = False
+
+    def boot(self, command: list[str], stdin: bytes | None, timeout: float) -> Boot:
+        start = time.monotonic()
+        with tempfile.TemporaryFile() as out:
+            with self.lock:
+                if self.stopping:
+                    raise KeyboardInterrupt
+                proc = subprocess.Popen(
+                    command,
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                self.live.add(proc.pid)
+            try:
+                proc.communicate(input=stdin, timeout=timeout)
+                status: int | None = proc.returncode
+            except subprocess.TimeoutExpired:
+                self._kill(proc.pid)
+                proc.wait()
+                status = None
+            finally:
+                with self.lock:
+                    self.live.discard(proc.pid)
+            out.seek(0)
+            data = out.read()
+        text = data.decode("utf-8", "replace")
+        lines = [line.rstrip("\r") for line in text.split("\n")]
+        if lines and lines[-1] == "":
+            lines.pop()
+        return Boot(command, status, lines, time.monotonic() - start)
+
+    @staticmethod
+    def _kill(pid: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def stop_all(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for pid in self.live:
+                self._kill(pid)
+
+
+# --------------------------------------------------------------------------------------------
+# Judging output
+
+
+def config_label(config: str) -> str:
+    return config if config.strip() else "default"
+
+
+def judge_kernel(kernel: str, config: str, boot: Boot, timeout: float) -> list[Result]:
+    label = f"[{config_label(config)}]"
+    results: list[Result] = []
+    reported = {"ok": 0, "FAILED": 0}
+    summary: tuple[int, int] | None = None
+    panic: str | None = None
+    for line in boot.lines:
+        if m := TEST_LINE.match(line):
+            name, verdict, why = m.groups()
+            reported[verdict] += 1
+            if verdict == "ok":
+                results.append(Result(f"{kernel}::{name} {label}", True))
+            else:
+                results.append(Result(f"{kernel}::{name} {label}", False, why or "FAILED"))
+        elif m := TESTS_LINE.match(line):
+            summary = (int(m.group(1)), int(m.group(2)))
+        elif panic is None and PANIC_LINE.match(line):
+            panic = line
+
+    # The boot itself fails when something other than its reported cases went wrong; a
+    # non-zero exit is expected exactly when the kernel reported failed cases.
+    problems = []
+    if boot.status is None:
+        problems.append(f"timed out after {timeout:g}s")
+    if panic is not None:
+        problems.append(f"kernel panicked: {panic}")
+    if summary is None:
+        if boot.status is not None and panic is None:
+            problems.append(f"exited with status {boot.status} without a 'TESTS passed= failed=' line")
+    else:
+        if summary != (reported["ok"], reported["FAILED"]):
+            problems.append(
+                f"'TESTS passed={summary[0]} failed={summary[1]}' but the TEST lines say "
+                f"passed={reported['ok']} failed={reported['FAILED']}"
+            )
+        if boot.status is not None and panic is None and (boot.status == 0) != (summary[1] == 0):
+            problems.append(f"exit status {boot.status} with failed={summary[1]}")
+    if not results and not problems:
+        problems.append("the kernel reported no TEST case")
+    if problems:
+        results.append(Result(f"{kernel} {label}", False, "; ".join(problems)))
+    return results
+
+
+def judge_shell(spec: ShellSpec, boot: Boot) -> Result:
+    name = f"shell::{spec.name}"
+    problems = []
+    if boot.status is None:
+        problems.append(f"timed out after {spec.timeout:g}s")
+    for i, line in enumerate(boot.lines, 1):
+        bad = next((r for r in spec.reject if r.search(line)), None)
+        if bad:
+            problems.append(f"line {i} matches reject /{bad.pattern}/: {line.strip()[:160]}")
+            break
+    at = 0
+    for regex in spec.expect:
+        hit = next((i for i in range(at, len(boot.lines)) if regex.search(boot.lines[i])), None)
+        if hit is None:
+            where = f" after line {at}" if at else ""
+            problems.append(f"no line{where} matches /{regex.pattern}/")
+            break
+        at = hit + 1
+    if boot.status is not None and boot.status != spec.exit:
+        problems.append(f"exit status {boot.status}, expected {spec.exit}")
+    if problems:
+        return Result(name, False, "; ".join(problems))
+    return Result(name, True)
+
+
+# --------------------------------------------------------------------------------------------
+# Host unit tests
+
+
+def host_filter(substring: str | None) -> str | None:
+    """The libtest filter for `-k`: host cases are named host::<path>."""
+    if not substring:
+        return None
+    if substring.startswith("host::"):
+        return substring[len("host::") :]
+    if substring in "host::":
+        return ""
+    return substring
+
+
+def run_host_tests(host: str, substring: str | None, report: Report) -> None:
+    cmd = ["cargo", "test", "--lib", "--target", host]
+    libtest_filter = host_filter(substring)
+    cmd += ["--", "--color", "never"] + ([libtest_filter] if libtest_filter else [])
+    print(f"$ {shlex.join(cmd)}", flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = proc.stdout.splitlines()
+    results: list[Result] = []
+    for line in lines:
+        if m := HOST_TEST_LINE.match(line):
+            name, verdict = m.groups()
+            if verdict != "ignored":
+                results.append(Result(f"host::{name}", verdict == "ok"))
+    # libtest prints each failure's captured output under '---- <name> stdout ----'.
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in lines:
+        if m := re.match(r"^---- (\S+) stdout ----$", line):
+            current = sections.setdefault(m.group(1), [])
+        elif current is not None and (line == "failures:" or line.startswith("test result:")):
+            current = None
+        elif current is not None:
+            current.append(f"| {line}")
+    for r in results:
+        if not r.ok:
+            r.details = sections.get(r.name[len("host::") :], [])[-TAIL_LINES:]
+    if proc.returncode != 0 and all(r.ok for r in results):
+        results.append(
+            Result("host unit tests", False, f"cargo test exited with status {proc.returncode}", tail(lines))
+        )
+    report.add(results)
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="QEMU boots at once (default: cores)")
+    ap.add_argument("-k", "--filter", metavar="SUBSTRING", help="run only cases whose name contains SUBSTRING")
+    ap.add_argument("--manifest", type=Path, default=ROOT / "tests" / "qemu.toml", help="default: tests/qemu.toml")
+    ap.add_argument("--kernel", metavar="ELF", help="boot this ELF for shell cases instead of building one")
+    ap.add_argument("--no-host", action="store_true", help="skip the host unit tests")
+    ap.add_argument("--host", metavar="TRIPLE", help="host target triple (default: from rustc -vV)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every boot's whole output")
+    ap.add_argument("--list", action="store_true", help="list the QEMU cases that would run, and stop")
+    ap.add_argument(
+        "--list-test-targets", action="store_true", help="print the [[test]] targets of Cargo.toml, and stop"
+    )
+    args = ap.parse_args()
+    args.manifest = args.manifest.resolve()
+    if args.kernel:
+        args.kernel = str(Path(args.kernel).resolve())
+    os.chdir(ROOT)
+
+    if args.list_test_targets:
+        print("\n".join(test_targets()))
+        return 0
+    try:
+        kernel_specs, shell_specs = load_manifest(args.manifest)
+    except ManifestError as e:
+        print(f"run_tests.py: {e}", file=sys.stderr)
+        return 2
+
+    def wanted(key: str) -> bool:
+        return not args.filter or args.filter in key
+
+    report = Report()
+    host = args.host or host_triple()
+
+    # Kernels declared in Cargo.toml but missing from the manifest still run, once, as they are.
+    declared = test_targets()
+    listed = {k.name for k in kernel_specs}
+    for name in declared:
+        if name not in listed:
+            kernel_specs.append(KernelSpec(name, [""], DEFAULT_TIMEOUT, "", False))
+            report.note(f"note: test kernel '{name}' is not in {args.manifest.name}; booting it once as it is")
+
+    kernel_runs = [(k, c) for k in kernel_specs for c in k.configs if wanted(f"{k.name} [{config_label(c)}]")]
+    shell_runs = [s for s in shell_specs if wanted(f"shell::{s.name}")]
+    if args.list:
+        for k, c in kernel_runs:
+            print(f"{k.name} [{config_label(c)}]")
+        for s in shell_runs:
+            print(f"shell::{s.name}")
+        return 0
+
+    if not args.no_host:
+        run_host_tests(host, args.filter, report)
+
+    # Build what the selected cases boot.
+    kernels: dict[str, str] = {}
+    build_failed: dict[str, str] = {}
+    if args.kernel:
+        kernels[KERNEL_BIN] = args.kernel
+    elif shell_runs:
+        ok, found = cargo_artifacts(["build", "--release"])
+        if KERNEL_BIN in found and ok:
+            kernels[KERNEL_BIN] = found[KERNEL_BIN]
+        else:
+            build_failed[KERNEL_BIN] = "the kernel did not build"
+    names = sorted({k.name for k, _ in kernel_runs if k.name in declared})
+    if names:
+        ok, found = cargo_artifacts(
+            ["test", "--release", "--no-run", "--no-fail-fast", *(a for n in names for a in ("--test", n))]
+        )
+        for n in names:
+            if n in found:
+                kernels[f"test:{n}"] = found[n]
+            else:
+                build_failed[f"test:{n}"] = f"test kernel '{n}' did not build"
+    for k, _ in kernel_runs:
+        if k.name not in declared:
+            build_failed[f"test:{k.name}"] = f"no [[test]] target named '{k.name}' in Cargo.toml"
+
+    images: dict[str, str] = {}
+    images_lock = threading.Lock()
+
+    def bootable(key: str, image: bool) -> str:
+        elf = kernels[key]
+        if not image:
+            return os.path.relpath(elf, ROOT)
+        with images_lock:
+            if key not in images:
+                out = Path(elf).parent / ("Image" if key == KERNEL_BIN else Path(elf).name + ".Image")
+                make_image(elf, out, host)
+                images[key] = os.path.relpath(out, ROOT)
+            return images[key]
+
+    runner = Runner()
+
+    def boot_log(boot: Boot, ok: bool) -> list[str] | None:
+        """What to print below a boot's results: everything with -v, the tail when it failed."""
+        if args.verbose:
+            return [f"$ {shlex.join(boot.command)}  ({boot.seconds:.1f}s)"] + [f"| {line}" for line in boot.lines]
+        return None if ok else [f"$ {shlex.join(boot.command)}"] + tail(boot.lines)
+
+    def run_kernel(spec: KernelSpec, config: str) -> None:
+        key = f"test:{spec.name}"
+        if key in build_failed:
+            report.add([Result(f"{spec.name} [{config_label(config)}]", False, build_failed[key])])
+            return
+        boot = runner.boot(qemu_command(bootable(key, spec.image), config, spec.bootargs), None, spec.timeout)
+        results = judge_kernel(spec.name, config, boot, spec.timeout)
+        report.add(results, boot_log(boot, all(r.ok for r in results)))
+
+    def run_shell(spec: ShellSpec) -> None:
+        if KERNEL_BIN in build_failed:
+            report.add([Result(f"shell::{spec.name}", False, build_failed[KERNEL_BIN])])
+            return
+        command = qemu_command(bootable(KERNEL_BIN, spec.image), spec.qemu, spec.bootargs)
+        boot = runner.boot(command, spec.stdin, spec.timeout)
+        result = judge_shell(spec, boot)
+        report.add([result], boot_log(boot, result.ok))
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs))
+    try:
+        futures = [pool.submit(run_kernel, k, c) for k, c in kernel_runs]
+        futures += [pool.submit(run_shell, s) for s in shell_runs]
+        for f in concurrent.futures.as_completed(futures):
+            if exc := f.exception():
+                if isinstance(exc, KeyboardInterrupt):
+                    raise exc
+                report.add([Result("run_tests.py", False, f"internal error: {exc!r}")])
+    except KeyboardInterrupt:
+        runner.stop_all()
+        pool.shutdown(wait=True, cancel_futures=True)
+        print("\ninterrupted", file=sys.stderr)
+        report.finish()
+        return 130
+    pool.shutdown()
+
+    if args.filter and not report.passed and not report.failed:
+        print(f"run_tests.py: no case matches '{args.filter}'", file=sys.stderr)
+    return report.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+//! The trap frame every exception pushes, and decoding of the exception syndrome (ESR_EL1).
+//!
+//! Owns the layout shared with `vectors.s` and the names of exception classes and fault
+//! status codes. Calls nothing; `crate::exception` decides what to do with a trap.
+use core::fmt;
+
+/// Registers saved by the vector entry, in the order `vectors.s` stores them. A thread's
+/// saved context is the same structure, so a context switch is a copy of one of these.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct TrapFrame {
+    /// x0..x30.
+    pub x: [u64; 31],
+    /// The interrupted thread's stack pointer (SP_EL0).
+    pub sp_el0: u64,
+    /// Where the interrupted code resumes.
+    pub elr: u64,
+    /// The interrupted code's PSTATE.
+    pub spsr: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
+
+/// SPSR value for a thread: EL1t (SP_EL0), interrupts enabled.
+pub const SPSR_EL1T: u64 = 0b0100;
+/// SPSR.M field mask.
+pub const SPSR_MODE_MASK: u64 = 0b1111;
+/// SPSR.I: IRQs masked.
+pub const SPSR_IRQ_MASKED: u64 = 1 << 7;
+
+impl TrapFrame {
+    /// A frame that starts `entry(arg)` at EL1t on the stack whose top is `sp`, with
+    /// interrupts enabled and `lr` as the return address.
+    pub fn new_thread(entry: u64, arg: u64, sp: u64, lr: u64) -> Self {
+        let mut frame = TrapFrame::default();
+        frame.x[0] = arg;
+        frame.x[30] = lr;
+        frame.sp_el0 = sp;
+        frame.elr = entry;
+        frame.spsr = SPSR_EL1T;
+        frame
+    }
+
+    /// The frame pointer (x29) of the interrupted code.
+    pub fn fp(&self) -> u64 {
+        self.x[29]
+    }
+
+    /// Whether the interrupted code ran on a thread stack (EL1t) rather than the
+    /// exception stack (EL1h).
+    pub fn from_thread(&self) -> bool {
+        self.spsr & SPSR_MODE_MASK == SPSR_EL1T
+    }
+}
+
+impl fmt::Display for TrapFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, pair) in self.x.chunks(2).enumerate() {
+            let r = i * 2;
+            if pair.len() == 2 {
+                writeln!(f, "  x{:<2} {:#018x}  x{:<2} {:#018x}", r, pair[0], r + 1, pair[1])?;
+            } else {
+                writeln!(f, "  x{:<2} {:#018x}  sp  {:#018x}", r, pair[0], self.sp_el0)?;
+            }
+        }
+        write!(f, "  elr {:#018x}  spsr {:#010x}", self.elr, self.spsr)
+    }
+}
+
+/// Exception classes the kernel distinguishes (ESR_EL1.EC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExceptionClass {
+    /// SVC from AArch64: a system call from a thread.
+    Svc,
+    /// Instruction abort at the same EL.
+    InstructionAbort,
+    /// Data abort at the same EL: stack growth, overflow, or a bad access.
+    DataAbort,
+    /// PC alignment fault.
+    PcAlignment,
+    /// SP alignment fault.
+    SpAlignment,
+    /// BRK instruction.
+    Breakpoint,
+    /// Unknown reason / undefined instruction.
+    Unknown,
+    /// Any other class, with its raw value.
+    Other(u8),
+}
+
+/// A decoded ESR_EL1 value.
+#[derive(Clone, Copy, Debug)]
+pub struct Syndrome(pub u64);
+
+impl Syndrome {
+    /// The raw exception class.
+    pub fn ec(&self) -> u8 {
+        ((self.0 >> 26) & 0x3f) as u8
+    }
+
+    /// The instruction-specific syndrome.
+    pub fn iss(&self) -> u32 {
+        (self.0 & 0x1ff_ffff) as u32
+    }
+
+    /// The exception class.
+    pub fn class(&self) -> ExceptionClass {
+        match self.ec() {
+            0x00 => ExceptionClass::Unknown,
+            0x15 => ExceptionClass::Svc,
+            0x20 | 0x21 => ExceptionClass::InstructionAbort,
+            0x24 | 0x25 => ExceptionClass::DataAbort,
+            0x22 => ExceptionClass::PcAlignment,
+            0x26 => ExceptionClass::SpAlignment,
+            0x3c => ExceptionClass::Breakpoint,
+            ec => ExceptionClass::Other(ec),
+        }
+    }
+
+    /// Data/instruction fault status code (DFSC/IFSC).
+    pub fn fault_status(&self) -> u8 {
+        (self.iss() & 0x3f) as u8
+    }
+
+    /// Whether an abort is a translation fault (no valid descriptor at some level).
+    pub fn is_translation_fault(&self) -> bool {
+        (self.fault_status() & 0b11_1100) == 0b00_0100
+    }
+
+    /// Whether a data abort was caused by a write (ISS.WnR).
+    pub fn is_write(&self) -> bool {
+        self.iss() & (1 << 6) != 0
+    }
+
+    /// The SVC immediate.
+    pub fn svc_imm(&self) -> u16 {
+        (self.iss() & 0xffff) as u16
+    }
+}
+
+/// A human name for an exception class value.
+pub fn class_name(ec: u8) -> &'static str {
+    match ec {
+        0x00 => "unknown reason (undefined instruction?)",
+        0x01 => "trapped WFI/WFE",
+        0x07 => "trapped SIMD/FP access",
+        0x0e => "illegal execution state",
+        0x15 => "SVC from AArch64",
+        0x18 => "trapped MSR/MRS/system instruction",
+        0x20 => "instruction abort from a lower EL",
+        0x21 => "instruction abort at the same EL",
+        0x22 => "PC alignment fault",
+        0x24 => "data abort from a lower EL",
+        0x25 => "data abort at the same EL",
+        0x26 => "SP alignment fault",
+        0x2f => "SError",
+        0x30 | 0x31 => "breakpoint",
+        0x32 | 0x33 => "software step",
+        0x34 | 0x35 => "watchpoint",
+        0x3c => "BRK instruction",
+        _ => "unexpected exception class",
+    }
+}
+
+/// A human name for a data/instruction fault status code.
+pub fn fault_status_name(fsc: u8) -> &'static str {
+    match fsc {
+        0x00..=0x03 => "address size fault",
+        0x04..=0x07 => "translation fault",
+        0x08..=0x0b => "access flag fault",
+        0x0c..=0x0f => "permission fault",
+        0x10 => "synchronous external abort",
+        0x21 => "alignment fault",
+        0x30 => "TLB conflict abort",
+        _ => "other fault",
+    }
+}
+
+impl fmt::Display for Syndrome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "esr={:#x} ec={:#x} ({})", self.0, self.ec(), class_name(self.ec()))?;
+        if matches!(self.class(), ExceptionClass::DataAbort | ExceptionClass::InstructionAbort) {
+            let fsc = self.fault_status();
+            write!(f, " fsc={:#x} ({}, level {})", fsc, fault_status_name(fsc), fsc & 3)?;
+            if self.class() == ExceptionClass::DataAbort {
+                write!(f, " {}", if self.is_write() { "write" } else { "read" })?;
+            }
+        }
+        Ok(())
+    }
+}

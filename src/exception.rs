@@ -1,0 +1,172 @@
+//! What happens on an exception: system calls, stack growth and overflow, thread faults,
+//! interrupts, and the reports for everything unexpected.
+//!
+//! Entered from `vectors.s` through [`exception_dispatch`] on the exception stack. A fault
+//! that belongs to one thread ends that thread with a report and the kernel carries on; a
+//! fault in the kernel's own exception context, or in a thread that holds locks, is a panic.
+//! Calls `stack` (the fault path), `sched` (syscalls, termination) and `irq`.
+use aarch64_cpu::registers::{Readable, ESR_EL1, FAR_EL1};
+
+use crate::arch::trap::{ExceptionClass, Syndrome, TrapFrame};
+use crate::sched::{self, Thread, ThreadKind};
+use crate::stack::{self, FaultOutcome};
+
+/// Vector kinds, as `vectors.s` numbers them.
+mod kind {
+    pub const THREAD_SYNC: u64 = 0;
+    pub const THREAD_IRQ: u64 = 1;
+}
+
+/// Called by every vector with the frame it pushed.
+#[unsafe(no_mangle)]
+extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u64) {
+    match kind {
+        kind::THREAD_SYNC => thread_sync(frame),
+        kind::THREAD_IRQ => crate::irq::dispatch(frame),
+        _ => {
+            let syndrome = Syndrome(ESR_EL1.get());
+            let far = FAR_EL1.get();
+            panic!(
+                "unexpected exception (vector {}: {}) in kernel context\n  {}\n  far={:#x}\n{}",
+                kind,
+                vector_name(kind),
+                syndrome,
+                far,
+                frame
+            );
+        }
+    }
+}
+
+fn vector_name(kind: u64) -> &'static str {
+    match kind {
+        0 => "synchronous, thread",
+        1 => "IRQ, thread",
+        2 => "FIQ, thread",
+        3 => "SError, thread",
+        4 => "synchronous, exception stack",
+        5 => "IRQ, exception stack",
+        6 => "FIQ, exception stack",
+        7 => "SError, exception stack",
+        _ => "from a lower exception level",
+    }
+}
+
+fn thread_sync(frame: &mut TrapFrame) {
+    let syndrome = Syndrome(ESR_EL1.get());
+    match syndrome.class() {
+        ExceptionClass::Svc => sched::on_syscall(frame, syndrome.svc_imm()),
+        ExceptionClass::DataAbort => {
+            let far = FAR_EL1.get();
+            match stack::on_fault(frame, syndrome, far) {
+                FaultOutcome::Grown => {}
+                FaultOutcome::Overflow => {
+                    let t = current();
+                    crate::console::write_fmt_emergency(format_args!(
+                        "OVERFLOW tid={} name={} far={:#x} sp={:#x} elr={:#x}\n",
+                        t.tid,
+                        t.name(),
+                        far,
+                        frame.sp_el0,
+                        frame.elr
+                    ));
+                    end_thread(frame, "stack overflow", syndrome, far);
+                }
+                FaultOutcome::OutOfMemory => {
+                    let t = current();
+                    crate::console::write_fmt_emergency(format_args!(
+                        "OOM tid={} name={}: out of memory growing its stack (far={:#x} elr={:#x})\n",
+                        t.tid,
+                        t.name(),
+                        far,
+                        frame.elr
+                    ));
+                    end_thread(frame, "out of memory", syndrome, far);
+                }
+                FaultOutcome::NotStack => {
+                    report_fault(frame, syndrome, far);
+                    end_thread(frame, "bad access", syndrome, far);
+                }
+            }
+        }
+        _ => {
+            let far = FAR_EL1.get();
+            report_fault(frame, syndrome, far);
+            end_thread(frame, "fault", syndrome, far);
+        }
+    }
+}
+
+fn current() -> &'static Thread {
+    // SAFETY: a thread was running when it trapped; its control block outlives this handler.
+    unsafe { &*sched::current_ptr() }
+}
+
+fn report_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) {
+    let t = current();
+    crate::console::write_fmt_emergency(format_args!(
+        "FAULT tid={} name={} far={:#x} sp={:#x} elr={:#x}\n  {}\n{}\n",
+        t.tid,
+        t.name(),
+        far,
+        frame.sp_el0,
+        frame.elr,
+        syndrome,
+        frame
+    ));
+}
+
+/// Terminates the current thread after a fatal fault of its own, or panics if that cannot
+/// be done safely (it holds locks, or it is a CPU's idle thread).
+fn end_thread(frame: &mut TrapFrame, what: &str, syndrome: Syndrome, far: u64) {
+    let t = current();
+    print_backtrace(frame.fp(), t);
+    let locks = crate::sync::locks_held();
+    if locks > 0 || t.kind == ThreadKind::Idle {
+        panic!(
+            "{} in thread {} ({}) holding {} lock(s): cannot end it safely\n  {}\n  far={:#x}\n{}",
+            what,
+            t.tid,
+            t.name(),
+            locks,
+            syndrome,
+            far,
+            frame
+        );
+    }
+    crate::console::write_fmt_emergency(format_args!("thread {} ({}) terminated: {}\n", t.tid, t.name(), what));
+    sched::terminate_current(frame);
+}
+
+/// Prints return addresses found by following frame pointers, staying inside the thread's
+/// mapped stack so a corrupt chain cannot cause a second fault.
+pub fn print_backtrace(mut fp: u64, t: &Thread) {
+    let low = t.stack.mapped_bottom();
+    let high = t.stack.top();
+    crate::console::write_fmt_emergency(format_args!("  backtrace:\n"));
+    for _ in 0..16 {
+        if fp < low || fp + 16 > high || fp % 16 != 0 {
+            break;
+        }
+        // SAFETY: [fp, fp+16) lies inside the thread's mapped stack.
+        let (next, lr) = unsafe { (core::ptr::read_volatile(fp as *const u64), core::ptr::read_volatile((fp + 8) as *const u64)) };
+        if lr == 0 {
+            break;
+        }
+        crate::console::write_fmt_emergency(format_args!("    {:#018x}\n", lr));
+        fp = next;
+    }
+}
+
+/// The exception stack ran out (called by `vectors.s` on the emergency stack).
+#[unsafe(no_mangle)]
+extern "C" fn exception_stack_overflowed(x0: u64, esr: u64, far: u64, elr: u64) -> ! {
+    let _ = x0;
+    panic!(
+        "exception stack overflow on cpu {}: a nested exception found no room for its frame\n  {}\n  far={:#x} elr={:#x}",
+        crate::percpu::cpu_index(),
+        Syndrome(esr),
+        far,
+        elr
+    );
+}

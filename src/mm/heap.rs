@@ -1,0 +1,101 @@
+//! The kernel heap: a buddy heap that starts in a static region (so the device tree and the
+//! frame allocator can use it before the linear map exists) and grows from the frame
+//! allocator in large chunks once it does.
+//!
+//! Owns the global allocator. Calls `frame` (to grow) and `sync` (IRQs are masked while the
+//! heap lock is held, so the scheduler may allocate from exception context: the code it
+//! interrupted cannot be holding the heap lock on the same CPU).
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::mm::frame;
+use crate::mm::layout::{phys_to_virt, PAGE_SIZE};
+use crate::sync::IrqMutex;
+
+const BOOT_HEAP_SIZE: usize = 1 << 20;
+/// The heap grows by at least this much at a time, so a million small objects do not mean a
+/// million calls into the frame allocator.
+const GROW_CHUNK: usize = 2 << 20;
+
+#[repr(C, align(4096))]
+struct BootHeap([u8; BOOT_HEAP_SIZE]);
+static mut BOOT_HEAP: BootHeap = BootHeap([0; BOOT_HEAP_SIZE]);
+
+/// The kernel's global allocator.
+pub struct KernelHeap {
+    heap: IrqMutex<buddy_system_allocator::Heap<32>>,
+    can_grow: AtomicBool,
+    grown_bytes: AtomicU64,
+}
+
+#[global_allocator]
+static HEAP: KernelHeap = KernelHeap {
+    heap: IrqMutex::new(buddy_system_allocator::Heap::empty()),
+    can_grow: AtomicBool::new(false),
+    grown_bytes: AtomicU64::new(0),
+};
+
+/// Gives the heap its static boot region. Called once, before the first allocation.
+pub fn init_boot_heap() {
+    // SAFETY: BOOT_HEAP is used only by the heap from here on; init runs once on the boot CPU.
+    unsafe {
+        let start = core::ptr::addr_of_mut!(BOOT_HEAP) as usize;
+        HEAP.heap.lock().init(start, BOOT_HEAP_SIZE);
+    }
+}
+
+/// Lets the heap grow from the frame allocator (the linear map exists now).
+pub fn enable_growth() {
+    HEAP.can_grow.store(true, Ordering::Release);
+}
+
+/// Bytes the heap has taken from the frame allocator, beyond its boot region.
+pub fn grown_bytes() -> u64 {
+    HEAP.grown_bytes.load(Ordering::Relaxed)
+}
+
+/// Bytes handed out by the heap now.
+pub fn allocated_bytes() -> u64 {
+    HEAP.heap.lock().stats_alloc_actual() as u64
+}
+
+impl KernelHeap {
+    fn grow(&self, heap: &mut buddy_system_allocator::Heap<32>, layout: &Layout) -> bool {
+        if !self.can_grow.load(Ordering::Acquire) {
+            return false;
+        }
+        let want = layout.size().max(layout.align()).next_power_of_two().max(GROW_CHUNK);
+        let pages = want / PAGE_SIZE;
+        let Some(pa) = frame::alloc(pages) else {
+            return false;
+        };
+        // SAFETY: the frames are ours, contiguous, and reachable through the linear map.
+        unsafe { heap.add_to_heap(phys_to_virt(pa) as usize, phys_to_virt(pa) as usize + want) };
+        self.grown_bytes.fetch_add(want as u64, Ordering::Relaxed);
+        true
+    }
+}
+
+// SAFETY: the buddy heap returns blocks that fit `layout` and are disjoint; all access to it
+// is under the lock.
+unsafe impl GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let mut heap = self.heap.lock();
+        if let Ok(p) = heap.alloc(layout) {
+            return p.as_ptr();
+        }
+        if self.grow(&mut heap, &layout) {
+            if let Ok(p) = heap.alloc(layout) {
+                return p.as_ptr();
+            }
+        }
+        core::ptr::null_mut()
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(p) = NonNull::new(ptr) {
+            self.heap.lock().dealloc(p, layout);
+        }
+    }
+}

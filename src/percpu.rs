@@ -1,0 +1,57 @@
+//! Per-CPU identity: which CPU am I, found through `TPIDR_EL1`.
+//!
+//! Each subsystem keeps its own per-CPU state in arrays indexed by [`cpu_index`]; this module
+//! owns only the small block `TPIDR_EL1` points at (the emergency stack the vector entry
+//! switches to when the exception stack overflows, and the CPU's index). Calls nothing else.
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use aarch64_cpu::registers::{Readable, Writeable, TPIDR_EL1};
+
+/// Most CPUs the kernel supports.
+pub const MAX_CPUS: usize = 8;
+
+const EMERGENCY_STACK_SIZE: usize = 8192;
+
+/// The block `TPIDR_EL1` points at. `vectors.s` reads `emergency_sp` at offset 0.
+#[repr(C, align(64))]
+pub struct PerCpu {
+    emergency_sp: AtomicU64,
+    index: AtomicUsize,
+    /// MPIDR affinity of this CPU.
+    pub mpidr: AtomicU64,
+}
+
+#[repr(C, align(16))]
+struct EmergencyStacks([[u8; EMERGENCY_STACK_SIZE]; MAX_CPUS]);
+
+static mut EMERGENCY_STACKS: EmergencyStacks = EmergencyStacks([[0; EMERGENCY_STACK_SIZE]; MAX_CPUS]);
+
+static PER_CPU: [PerCpu; MAX_CPUS] = [const {
+    PerCpu { emergency_sp: AtomicU64::new(0), index: AtomicUsize::new(0), mpidr: AtomicU64::new(0) }
+}; MAX_CPUS];
+
+/// Points `TPIDR_EL1` of the calling CPU at CPU `index`'s block. Called first thing on every
+/// CPU, before anything can fault.
+pub fn init_this_cpu(index: usize, mpidr: u64) {
+    let block = &PER_CPU[index];
+    // SAFETY: only the address of the static is taken; nothing reads it through this pointer
+    // except the vector entry, after this store.
+    let top = unsafe { core::ptr::addr_of!(EMERGENCY_STACKS.0[index]) as u64 } + EMERGENCY_STACK_SIZE as u64;
+    block.emergency_sp.store(top, Ordering::Relaxed);
+    block.index.store(index, Ordering::Relaxed);
+    block.mpidr.store(mpidr, Ordering::Relaxed);
+    TPIDR_EL1.set(block as *const PerCpu as u64);
+}
+
+/// Index of the calling CPU (0 = the boot CPU).
+#[inline(always)]
+pub fn cpu_index() -> usize {
+    let block = TPIDR_EL1.get() as *const PerCpu;
+    // SAFETY: init_this_cpu set TPIDR_EL1 to a PER_CPU entry before any caller can run.
+    unsafe { (*block).index.load(Ordering::Relaxed) }
+}
+
+/// CPU `index`'s block.
+pub fn get(index: usize) -> &'static PerCpu {
+    &PER_CPU[index]
+}

@@ -1,0 +1,146 @@
+//! The stack arena: reservations (slots) of `kstack.max` bytes, each above a guard gap of
+//! `kstack.guard` bytes, packed back to back so that one 4 KiB last-level table serves
+//! about a hundred 16 KiB stacks (about 40 bytes of table per thread).
+//!
+//! A slot's last-level tables are created when the slot is first handed out and are never
+//! freed, so mapping or unmapping a page of a stack later is a store into a table found by
+//! address arithmetic: no walk, no lock. Owns the arena's virtual space; calls `mm::kspace`
+//! (to create the tables) and `mm::frame` (to return pages).
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::{config, StackError};
+use crate::mm::layout::{PAGE_SIZE, STACK_ARENA_BASE, STACK_ARENA_SIZE};
+use crate::mm::page_table::{Attributes, PageTable, TlbOps};
+use crate::sync::IrqMutex;
+
+const CHUNK: u64 = 2 << 20;
+const CHUNKS: usize = (STACK_ARENA_SIZE / CHUNK) as usize;
+
+/// Virtual address of the L3 table serving each 2 MiB chunk of the arena (0: none yet).
+static L3_TABLES: [AtomicU64; CHUNKS] = [const { AtomicU64::new(0) }; CHUNKS];
+static TABLE_PAGES: AtomicU64 = AtomicU64::new(0);
+static STRIDE: AtomicU64 = AtomicU64::new(0);
+
+struct Slots {
+    next_unused: u32,
+    max: u32,
+    free: Vec<u32>,
+}
+
+static SLOTS: IrqMutex<Slots> = IrqMutex::new(Slots { next_unused: 0, max: 0, free: Vec::new() });
+
+/// Sizes the arena for the configured stacks.
+pub fn init() {
+    let stride = (config().max + config().guard) as u64;
+    STRIDE.store(stride, Ordering::Relaxed);
+    SLOTS.lock().max = (STACK_ARENA_SIZE / stride).min(u32::MAX as u64) as u32;
+}
+
+/// Bytes from one slot to the next.
+pub fn stride() -> u64 {
+    STRIDE.load(Ordering::Relaxed)
+}
+
+/// How many stacks the arena can hold at once.
+pub fn capacity() -> u32 {
+    SLOTS.lock().max
+}
+
+/// Lowest stack address of `slot` (its guard gap lies just below).
+pub fn slot_base(slot: u32) -> u64 {
+    STACK_ARENA_BASE + slot as u64 * stride() + config().guard as u64
+}
+
+/// Pages of translation tables created for the arena.
+pub fn table_pages() -> u64 {
+    TABLE_PAGES.load(Ordering::Relaxed)
+}
+
+/// Takes a free slot, creating the tables for it if it was never used.
+pub fn alloc_slot() -> Result<u32, StackError> {
+    let mut slots = SLOTS.lock();
+    if let Some(slot) = slots.free.pop() {
+        return Ok(slot);
+    }
+    if slots.next_unused >= slots.max {
+        return Err(StackError::ArenaFull);
+    }
+    let slot = slots.next_unused;
+    let start = STACK_ARENA_BASE + slot as u64 * stride();
+    let end = start + stride();
+    let mut chunk_va = start & !(CHUNK - 1);
+    while chunk_va < end {
+        let index = ((chunk_va - STACK_ARENA_BASE) / CHUNK) as usize;
+        if L3_TABLES[index].load(Ordering::Relaxed) == 0 {
+            let created = crate::mm::kspace::prepare_tables(chunk_va, CHUNK).map_err(|_| StackError::OutOfMemory)?;
+            TABLE_PAGES.fetch_add(created as u64, Ordering::Relaxed);
+            let table = crate::mm::kspace::leaf_table(chunk_va).ok_or(StackError::OutOfMemory)?;
+            // Release: a CPU that later finds this slot's thread also sees the table.
+            L3_TABLES[index].store(table, Ordering::Release);
+        }
+        chunk_va += CHUNK;
+    }
+    slots.next_unused += 1;
+    Ok(slot)
+}
+
+/// Returns a slot whose pages are all unmapped.
+pub fn free_slot(slot: u32) {
+    let mut slots = SLOTS.lock();
+    if slots.free.try_reserve(1).is_ok() {
+        slots.free.push(slot);
+    }
+    // Without room to remember it, the slot is lost to reuse but nothing else breaks.
+}
+
+fn descriptor_ptr(va: u64) -> *mut u64 {
+    let index = ((va - STACK_ARENA_BASE) / CHUNK) as usize;
+    let table = L3_TABLES[index].load(Ordering::Acquire);
+    (table + ((va >> 12) & 511) * 8) as *mut u64
+}
+
+/// Maps the page at `va` (inside a slot handed out by [`alloc_slot`]) to frame `pa`,
+/// read-write and never executable. Visible after [`publish`].
+pub fn map_page(va: u64, pa: u64) {
+    let desc = PageTable::page_descriptor(pa, Attributes::DATA);
+    // SAFETY: the slot's L3 table exists (alloc_slot) and this entry belongs to the slot's
+    // owner, the only writer.
+    unsafe { core::ptr::write_volatile(descriptor_ptr(va), desc) };
+}
+
+/// Makes the pages mapped so far visible to the table walker: `DSB ISHST; ISB`.
+pub fn publish() {
+    crate::arch::tlb::HardwareTlb.after_map();
+}
+
+/// Unmaps `pages` pages from `va` up, invalidates them on every CPU and frees the frames.
+pub fn unmap_pages(va: u64, pages: u32) {
+    if pages == 0 {
+        return;
+    }
+    let tlb = crate::arch::tlb::HardwareTlb;
+    let mut frames: [u64; 16] = [0; 16];
+    let mut done = 0u32;
+    while done < pages {
+        let n = (pages - done).min(16);
+        for i in 0..n {
+            let page_va = va + (done + i) as u64 * PAGE_SIZE as u64;
+            let slot = descriptor_ptr(page_va);
+            // SAFETY: as in map_page.
+            let desc = unsafe { core::ptr::read_volatile(slot) };
+            // SAFETY: as in map_page.
+            unsafe { core::ptr::write_volatile(slot, 0) };
+            tlb.invalidate_page(page_va);
+            frames[i as usize] = desc & 0x0000_FFFF_FFFF_F000;
+        }
+        // Frames go back only once no CPU can still reach them through a stale entry.
+        tlb.sync();
+        for &pa in &frames[..n as usize] {
+            if pa != 0 {
+                crate::mm::frame::free(pa, 1);
+            }
+        }
+        done += n;
+    }
+}

@@ -1,0 +1,414 @@
+//! Thread stacks: the stack arena, growth on fault, the per-CPU page reserve, trim, and the
+//! counters behind `stacks`.
+//!
+//! Every thread's stack is a reservation of `kstack.max` bytes in the stack arena with an
+//! unmapped guard gap of `kstack.guard` below it. A `fixed` stack is mapped whole at
+//! creation; a `dynamic` one only its top `kstack.initial` bytes. The arena's last-level
+//! translation tables are created when a reservation is first handed out, so growing a
+//! stack later is a descriptor store into a table that already exists.
+//!
+//! The fault path, top to bottom: the vector (`vectors.s`) → `exception::dispatch` →
+//! [`on_fault`] → reservation lookup (address arithmetic, no table) → this CPU's reserve of
+//! zeroed pages → descriptor store through the arena's L3 table → `DSB ISHST; ISB` →
+//! return to retry the instruction. It takes no lock and never allocates: the scheduler
+//! fills the reserve (see [`prepare_switch_in`]) before it switches a dynamic thread in.
+//!
+//! Owns the arena's virtual space and tables, the reserve, and the stack counters. Calls
+//! `mm` (frames, the kernel address space) and `arch` (TLB maintenance).
+pub mod arena;
+pub mod reserve;
+
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use crate::arch::trap::{Syndrome, TrapFrame};
+use crate::cmdline::{StackConfig, StackPolicy};
+use crate::mm::layout::{align_down, PAGE_SIZE};
+use crate::percpu::{cpu_index, MAX_CPUS};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+static CONFIG: spin::Once<StackConfig> = spin::Once::new();
+
+/// Sets the stack configuration from the command line. Called once at boot, before the first
+/// thread; later calls are ignored.
+pub fn configure(config: StackConfig) {
+    CONFIG.call_once(|| config);
+}
+
+/// The stack configuration in force.
+pub fn config() -> &'static StackConfig {
+    CONFIG.call_once(StackConfig::default)
+}
+
+/// The policy new threads get unless they ask for one.
+pub fn default_policy() -> StackPolicy {
+    config().policy
+}
+
+fn max_pages() -> u32 {
+    (config().max / PAGE_SIZE) as u32
+}
+
+/// Pages mapped when a stack with `policy` is created.
+pub fn initial_pages(policy: StackPolicy) -> u32 {
+    match policy {
+        StackPolicy::Dynamic => (config().initial / PAGE_SIZE) as u32,
+        StackPolicy::Fixed => max_pages(),
+    }
+}
+
+/// Per-CPU counters, summed by [`stats`]: the fault path only ever touches its own CPU's line.
+#[repr(align(64))]
+struct CpuCounters {
+    mapped_pages: AtomicU64,
+    unmapped_pages: AtomicU64,
+    grow_faults: AtomicU64,
+}
+
+static COUNTERS: [CpuCounters; MAX_CPUS] = [const {
+    CpuCounters { mapped_pages: AtomicU64::new(0), unmapped_pages: AtomicU64::new(0), grow_faults: AtomicU64::new(0) }
+}; MAX_CPUS];
+static STACKS: AtomicU64 = AtomicU64::new(0);
+static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
+static OOM_KILLS: AtomicU64 = AtomicU64::new(0);
+static TRIMMED_PAGES: AtomicU64 = AtomicU64::new(0);
+static SHORTAGES: AtomicU64 = AtomicU64::new(0);
+
+fn count_mapped(pages: u64) {
+    COUNTERS[cpu_index()].mapped_pages.fetch_add(pages, Ordering::Relaxed);
+}
+
+fn count_unmapped(pages: u64) {
+    COUNTERS[cpu_index()].unmapped_pages.fetch_add(pages, Ordering::Relaxed);
+}
+
+/// Stack memory now, from counters kept up to date (no walk over threads).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Stacks that exist.
+    pub stacks: u64,
+    /// Pages mapped in all stacks.
+    pub mapped_pages: u64,
+    /// Growth faults handled.
+    pub grow_faults: u64,
+    /// Threads terminated for running into their guard gap.
+    pub overflows: u64,
+    /// Threads terminated because a growth found no page.
+    pub oom_kills: u64,
+    /// Pages given back by trim.
+    pub trimmed_pages: u64,
+    /// Times a thread had to wait because its reserve could not be filled.
+    pub shortages: u64,
+    /// Pages of translation tables the arena uses.
+    pub table_pages: u64,
+    /// Pages held in the per-CPU reserves.
+    pub reserve_pages: u64,
+}
+
+/// Current stack statistics.
+pub fn stats() -> Stats {
+    let (mut mapped, mut unmapped, mut faults) = (0u64, 0u64, 0u64);
+    for c in &COUNTERS {
+        mapped += c.mapped_pages.load(Ordering::Relaxed);
+        unmapped += c.unmapped_pages.load(Ordering::Relaxed);
+        faults += c.grow_faults.load(Ordering::Relaxed);
+    }
+    Stats {
+        stacks: STACKS.load(Ordering::Relaxed),
+        mapped_pages: mapped.saturating_sub(unmapped),
+        grow_faults: faults,
+        overflows: OVERFLOWS.load(Ordering::Relaxed),
+        oom_kills: OOM_KILLS.load(Ordering::Relaxed),
+        trimmed_pages: TRIMMED_PAGES.load(Ordering::Relaxed),
+        shortages: SHORTAGES.load(Ordering::Relaxed),
+        table_pages: arena::table_pages(),
+        reserve_pages: reserve::total_pages(),
+    }
+}
+
+/// Why a stack could not be created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackError {
+    /// Every reservation in the arena is taken.
+    ArenaFull,
+    /// No frames for the initial pages or the arena's tables.
+    OutOfMemory,
+}
+
+const CLAIM_FREE: u8 = 0;
+const CLAIM_RUNNING: u8 = 1;
+const CLAIM_TRIMMING: u8 = 2;
+
+/// One thread's stack: a reservation in the arena and what is mapped of it.
+pub struct Stack {
+    slot: u32,
+    policy: StackPolicy,
+    /// Pages mapped, counted from the top. Changed by the fault path (thread running), by
+    /// trim (claim held) and at creation; read by anyone for reports.
+    mapped_pages: AtomicU32,
+    /// Most pages ever mapped at once.
+    high_water_pages: AtomicU32,
+    grow_faults: AtomicU32,
+    /// Who may change the mapping: nobody, the CPU running the thread, or trim.
+    claim: AtomicU8,
+}
+
+impl Stack {
+    /// Reserves a slot in the arena and maps the initial pages (zeroed).
+    pub fn create(policy: StackPolicy) -> Result<Stack, StackError> {
+        let slot = arena::alloc_slot()?;
+        let stack = Stack {
+            slot,
+            policy,
+            mapped_pages: AtomicU32::new(0),
+            high_water_pages: AtomicU32::new(0),
+            grow_faults: AtomicU32::new(0),
+            claim: AtomicU8::new(CLAIM_FREE),
+        };
+        let pages = initial_pages(policy);
+        let top = stack.top();
+        for i in 1..=pages {
+            let Some(pa) = crate::mm::frame::alloc_zeroed() else {
+                arena::unmap_pages(top - (i as u64 - 1) * PAGE, i - 1);
+                arena::free_slot(slot);
+                return Err(StackError::OutOfMemory);
+            };
+            arena::map_page(top - i as u64 * PAGE, pa);
+        }
+        arena::publish();
+        stack.mapped_pages.store(pages, Ordering::Relaxed);
+        stack.high_water_pages.store(pages, Ordering::Relaxed);
+        count_mapped(pages as u64);
+        STACKS.fetch_add(1, Ordering::Relaxed);
+        Ok(stack)
+    }
+
+    /// Unmaps every page (invalidating the TLB on all CPUs), returns them and the
+    /// reservation.
+    pub fn destroy(self) {
+        let pages = self.mapped_pages.load(Ordering::Relaxed);
+        let top = self.top();
+        arena::unmap_pages(top - pages as u64 * PAGE, pages);
+        count_unmapped(pages as u64);
+        STACKS.fetch_sub(1, Ordering::Relaxed);
+        arena::free_slot(self.slot);
+    }
+
+    /// Lowest address of the reservation (the guard gap lies below it).
+    pub fn base(&self) -> u64 {
+        arena::slot_base(self.slot)
+    }
+
+    /// Highest address + 1: a new thread's initial SP.
+    pub fn top(&self) -> u64 {
+        self.base() + config().max as u64
+    }
+
+    /// Lowest mapped address.
+    pub fn mapped_bottom(&self) -> u64 {
+        self.top() - self.mapped_pages.load(Ordering::Relaxed) as u64 * PAGE
+    }
+
+    /// The stack's policy.
+    pub fn policy(&self) -> StackPolicy {
+        self.policy
+    }
+
+    /// Bytes mapped now.
+    pub fn mapped_bytes(&self) -> u64 {
+        self.mapped_pages.load(Ordering::Relaxed) as u64 * PAGE
+    }
+
+    /// Most bytes ever mapped at once. For a fixed stack, everything is mapped, so this
+    /// looks for the deepest non-zero word instead (pages start zeroed).
+    pub fn high_water_bytes(&self) -> u64 {
+        match self.policy {
+            StackPolicy::Dynamic => self.high_water_pages.load(Ordering::Relaxed) as u64 * PAGE,
+            StackPolicy::Fixed => self.touched_bytes(),
+        }
+    }
+
+    fn touched_bytes(&self) -> u64 {
+        let bottom = self.mapped_bottom();
+        let top = self.top();
+        let mut addr = bottom;
+        while addr < top {
+            // SAFETY: [bottom, top) is mapped for as long as the thread lives; callers hold
+            // the thread table lock, which keeps it alive. Reads race benignly with the owner.
+            if unsafe { core::ptr::read_volatile(addr as *const u64) } != 0 {
+                return top - addr;
+            }
+            addr += 8;
+        }
+        0
+    }
+
+    /// Growth faults this stack has taken.
+    pub fn grow_faults(&self) -> u32 {
+        self.grow_faults.load(Ordering::Relaxed)
+    }
+
+    /// Takes the right to run on this stack. Fails while trim works on it.
+    pub fn try_claim(&self) -> bool {
+        self.claim.compare_exchange(CLAIM_FREE, CLAIM_RUNNING, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
+    /// Gives up the right taken by [`try_claim`](Self::try_claim), once the registers are saved.
+    pub fn release_claim(&self) {
+        self.claim.store(CLAIM_FREE, Ordering::Release);
+    }
+}
+
+/// Makes sure this CPU's reserve holds enough zeroed pages for `stack` to grow to its full
+/// size, so that no growth of it can fail. Called by the scheduler (exception context)
+/// before it switches a thread in. Returns false if memory could not be found; the thread
+/// must wait then.
+pub fn prepare_switch_in(cpu: usize, stack: &Stack) -> bool {
+    if stack.policy == StackPolicy::Fixed {
+        return true;
+    }
+    let need = max_pages() - stack.mapped_pages.load(Ordering::Relaxed);
+    if reserve::fill(cpu, need as usize) {
+        true
+    } else {
+        SHORTAGES.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+}
+
+/// What a data abort turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultOutcome {
+    /// The stack grew; return and retry the instruction.
+    Grown,
+    /// The address is in the guard gap below the current thread's stack.
+    Overflow,
+    /// The stack should grow but the reserve is empty.
+    OutOfMemory,
+    /// Not a stack fault of the current thread.
+    NotStack,
+}
+
+/// The stack-growth fault path (exception context, IRQs masked, no locks).
+pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome {
+    if !frame.from_thread() || !syndrome.is_translation_fault() {
+        return FaultOutcome::NotStack;
+    }
+    let cpu = cpu_index();
+    let thread = crate::sched::current_ptr();
+    if thread.is_null() {
+        return FaultOutcome::NotStack;
+    }
+    // SAFETY: the current thread's control block outlives its time on this CPU.
+    let stack = unsafe { &(*thread).stack };
+    let base = stack.base();
+    if far < base && far >= base - config().guard as u64 {
+        OVERFLOWS.fetch_add(1, Ordering::Relaxed);
+        return FaultOutcome::Overflow;
+    }
+    let bottom = stack.mapped_bottom();
+    if far < base || far >= bottom {
+        return FaultOutcome::NotStack;
+    }
+    let first = align_down(far, PAGE);
+    let pages = ((bottom - first) / PAGE) as u32;
+    if !reserve::has(cpu, pages as usize) {
+        OOM_KILLS.fetch_add(1, Ordering::Relaxed);
+        return FaultOutcome::OutOfMemory;
+    }
+    let mut va = bottom;
+    while va > first {
+        va -= PAGE;
+        let pa = reserve::take(cpu).expect("reserve checked above");
+        arena::map_page(va, pa);
+    }
+    arena::publish();
+    let mapped = stack.mapped_pages.load(Ordering::Relaxed) + pages;
+    stack.mapped_pages.store(mapped, Ordering::Relaxed);
+    if mapped > stack.high_water_pages.load(Ordering::Relaxed) {
+        stack.high_water_pages.store(mapped, Ordering::Relaxed);
+    }
+    stack.grow_faults.fetch_add(1, Ordering::Relaxed);
+    let counters = &COUNTERS[cpu];
+    counters.mapped_pages.fetch_add(pages as u64, Ordering::Relaxed);
+    counters.grow_faults.fetch_add(1, Ordering::Relaxed);
+    FaultOutcome::Grown
+}
+
+/// Bytes kept mapped below a sleeping thread's saved SP when trimming, so that returning
+/// from the switch and a few calls do not fault at once.
+const TRIM_MARGIN: u64 = 512;
+
+/// Trims `stack` of a thread that is not running: unmaps pages wholly below its saved SP
+/// (keeping `kstack.initial` and a small margin). Returns pages freed.
+pub fn trim(stack: &Stack, saved_sp: u64) -> u32 {
+    if stack.policy != StackPolicy::Dynamic {
+        return 0;
+    }
+    if stack
+        .claim
+        .compare_exchange(CLAIM_FREE, CLAIM_TRIMMING, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return 0;
+    }
+    let top = stack.top();
+    let mapped = stack.mapped_pages.load(Ordering::Relaxed);
+    let keep_from = align_down(saved_sp.saturating_sub(TRIM_MARGIN), PAGE).min(top - initial_pages(StackPolicy::Dynamic) as u64 * PAGE);
+    let bottom = top - mapped as u64 * PAGE;
+    let freed = if saved_sp > bottom && saved_sp <= top && keep_from > bottom {
+        let n = ((keep_from - bottom) / PAGE) as u32;
+        arena::unmap_pages(bottom, n);
+        stack.mapped_pages.store(mapped - n, Ordering::Relaxed);
+        count_unmapped(n as u64);
+        TRIMMED_PAGES.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    } else {
+        0
+    };
+    stack.claim.store(CLAIM_FREE, Ordering::Release);
+    freed
+}
+
+/// Trims every thread that is not running. Returns pages freed.
+pub fn trim_all() -> u64 {
+    let mut freed = 0u64;
+    crate::sched::for_each_thread_chunked(&mut |t| {
+        if t.kind != crate::sched::ThreadKind::Idle && t.state() != crate::sched::ThreadState::Running {
+            freed += trim(&t.stack, t.context.sp_el0) as u64;
+        }
+    });
+    freed
+}
+
+/// Maps enough of the current thread's stack that `bytes` more below the current SP can be
+/// used without a fault (the article's `expand_stack()`), for code that must not fault.
+pub fn ensure(bytes: usize) {
+    let sp: u64;
+    // SAFETY: reads the stack pointer.
+    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp) };
+    let target = sp.saturating_sub(bytes as u64);
+    let thread = crate::sched::current_ptr();
+    // SAFETY: the current thread's control block.
+    let stack = unsafe { &(*thread).stack };
+    let mut addr = align_down(sp, PAGE);
+    // Touch each page from the top down, as the compiler's stack probes do: every touch that
+    // faults grows the stack by one page, and the guard stops a request that is too large.
+    while addr > target.max(stack.base()) {
+        addr -= PAGE;
+        // SAFETY: an address in this thread's own reservation; a fault here is a growth.
+        unsafe { core::ptr::read_volatile(addr as *const u8) };
+    }
+}
+
+/// Runs `f` with at least `bytes` of stack mapped below the current SP.
+pub fn with_stack<R>(bytes: usize, f: impl FnOnce() -> R) -> R {
+    ensure(bytes);
+    f()
+}
+
+/// Initialises the arena and per-CPU reserves for `cpus` CPUs.
+pub fn init(cpus: usize) {
+    arena::init();
+    reserve::init(cpus, max_pages() as usize);
+}

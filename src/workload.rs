@@ -1,0 +1,177 @@
+//! Workload threads for the shell's `spawn`: the profiles `idle`, `mix`, `deep:SIZE`,
+//! `overflow` and `churn`, and the seeded generator their draws come from.
+//!
+//! Each profile recurses to some depth with frames of a known size, reaches its resting
+//! point (reported through `sched::mark_settled`, which `settle` waits for), and then waits
+//! to be killed. Calls `sched` and `stack`.
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sched;
+use crate::shell::command::Profile;
+
+static SEED: AtomicU64 = AtomicU64::new(0x5eed_1234_abcd_0001);
+
+/// Sets the seed for workload draws (`seed=` on the command line).
+pub fn set_seed(seed: u64) {
+    SEED.store(seed, Ordering::Relaxed);
+}
+
+/// A small seeded generator (xorshift64*), so runs repeat.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for draw number `index` of the configured seed.
+    pub fn for_index(index: u64) -> Self {
+        let mut s = SEED.load(Ordering::Relaxed) ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        if s == 0 {
+            s = 1;
+        }
+        let mut r = Rng(s);
+        r.next();
+        r
+    }
+
+    /// Next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `[lo, hi]`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// Bytes of stack one level of [`recurse`] uses (its frame, measured at run time is close).
+const FRAME_BYTES: u64 = 256;
+
+fn sp() -> u64 {
+    let sp: u64;
+    // SAFETY: reads the stack pointer.
+    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack)) };
+    sp
+}
+
+/// Recurses until SP is at or below `until`, writing a pattern into every frame, then calls
+/// `at_bottom` there. Returns a checksum of the frames so nothing is optimised away.
+#[inline(never)]
+pub fn recurse(until: u64, at_bottom: &mut dyn FnMut()) -> u64 {
+    let mut frame = [0u64; (FRAME_BYTES as usize - 64) / 8];
+    let me = sp();
+    for (i, w) in frame.iter_mut().enumerate() {
+        *w = me ^ i as u64;
+    }
+    core::hint::black_box(&mut frame);
+    let below = if me > until { recurse(until, at_bottom) } else {
+        at_bottom();
+        0
+    };
+    // Check the pattern survived whatever happened below (growth, preemption, migration).
+    let mut sum = below;
+    for (i, w) in frame.iter().enumerate() {
+        assert_eq!(*w, me ^ i as u64, "stack frame corrupted at {:#x}", me);
+        sum = sum.wrapping_add(*w);
+    }
+    sum
+}
+
+/// Waits, without spinning, until the thread is killed.
+fn rest_until_killed() {
+    sched::mark_settled();
+    loop {
+        sched::park();
+    }
+}
+
+fn stack_top_and_max() -> (u64, u64) {
+    // SAFETY: the running thread's control block.
+    let t = unsafe { &*sched::current_ptr() };
+    (t.stack.top(), crate::stack::config().max as u64)
+}
+
+/// `idle`: sleeps until killed.
+fn idle(_: usize) {
+    rest_until_killed();
+}
+
+/// Depth a `mix` thread reaches: 95% within 4 KiB, 4% between 4 and 8 KiB, 1% deeper, up
+/// to just under `kstack.max`.
+pub fn mix_depth(rng: &mut Rng, max: u64) -> u64 {
+    let roll = rng.range(0, 99);
+    let deep_limit = max.saturating_sub(2048).max(8192);
+    if roll < 95 {
+        rng.range(256, 3 * 1024)
+    } else if roll < 99 {
+        rng.range(4 * 1024 + 512, 7 * 1024 + 512)
+    } else {
+        rng.range(8 * 1024 + 512, deep_limit)
+    }
+}
+
+/// `mix`: recurses once to a drawn depth, returns to the top of its stack and sleeps.
+fn mix(index: usize) {
+    let (top, max) = stack_top_and_max();
+    let mut rng = Rng::for_index(index as u64);
+    let depth = mix_depth(&mut rng, max);
+    core::hint::black_box(recurse(top - depth, &mut || {}));
+    rest_until_killed();
+}
+
+/// `deep:SIZE`: recurses to SIZE bytes of stack and sleeps there.
+fn deep(bytes: usize) {
+    let (top, max) = stack_top_and_max();
+    let depth = (bytes as u64).min(max.saturating_sub(1024));
+    core::hint::black_box(recurse(top - depth, &mut rest_until_killed));
+}
+
+/// `overflow`: recurses without bound; the guard gap stops it.
+fn overflow(_: usize) {
+    core::hint::black_box(recurse(0, &mut || {}));
+}
+
+/// `churn`: recurses to random depths, sleeps, repeats, checking its frames every time.
+fn churn(index: usize) {
+    let (top, max) = stack_top_and_max();
+    let mut rng = Rng::for_index(index as u64);
+    let mut first = true;
+    loop {
+        let depth = rng.range(256, max.saturating_sub(2048).max(512));
+        let sleep_ms = rng.range(1, 20);
+        core::hint::black_box(recurse(top - depth, &mut || sched::sleep_ms(sleep_ms)));
+        if first {
+            sched::mark_settled();
+            first = false;
+        }
+        sched::sleep_ms(rng.range(1, 10));
+    }
+}
+
+/// The entry point and argument for thread number `index` of `profile`.
+pub fn entry_for(profile: &Profile, index: usize) -> (sched::Entry, usize) {
+    match profile {
+        Profile::Idle => (idle, index),
+        Profile::Mix => (mix, index),
+        Profile::Deep { bytes } => (deep, *bytes),
+        Profile::Overflow => (overflow, index),
+        Profile::Churn => (churn, index),
+    }
+}
+
+/// The thread name for `profile`.
+pub fn name_for(profile: &Profile) -> &'static str {
+    match profile {
+        Profile::Idle => "idle",
+        Profile::Mix => "mix",
+        Profile::Deep { .. } => "deep",
+        Profile::Overflow => "overflow",
+        Profile::Churn => "churn",
+    }
+}
