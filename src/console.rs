@@ -133,7 +133,9 @@ pub fn on_input_interrupt() {
     if got {
         let reader = READER.load(Ordering::Acquire);
         if !reader.is_null() {
-            crate::sched::unpark(reader);
+            // SAFETY: the reader is the shell thread, blocked in read_byte; it never exits
+            // while registered.
+            unsafe { crate::sched::unpark(reader) };
         }
     }
 }

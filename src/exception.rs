@@ -120,7 +120,7 @@ fn report_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) {
 /// be done safely (it holds locks, or it is a CPU's idle thread).
 fn end_thread(frame: &mut TrapFrame, what: &str, syndrome: Syndrome, far: u64) {
     let t = current();
-    print_backtrace(frame.fp(), t);
+    print_backtrace_within(frame.fp(), t.stack.mapped_bottom(), t.stack.top());
     let locks = crate::sync::locks_held();
     if locks > 0 || t.kind == ThreadKind::Idle {
         panic!(
@@ -138,17 +138,43 @@ fn end_thread(frame: &mut TrapFrame, what: &str, syndrome: Syndrome, far: u64) {
     sched::terminate_current(frame);
 }
 
-/// Prints return addresses found by following frame pointers, staying inside the thread's
-/// mapped stack so a corrupt chain cannot cause a second fault.
-pub fn print_backtrace(mut fp: u64, t: &Thread) {
-    let low = t.stack.mapped_bottom();
-    let high = t.stack.top();
+/// Prints return addresses found by following frame pointers from `fp`, staying inside the
+/// stack the caller runs on (so a corrupt chain cannot cause a second fault).
+pub fn print_backtrace(fp: u64) {
+    let sp: u64;
+    // SAFETY: reads the stack pointer.
+    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp) };
+    let (low, high) = stack_bounds(sp);
+    print_backtrace_within(fp, low, high);
+}
+
+/// The mapped stack that holds `sp`: the current thread's, this CPU's exception stack, or
+/// (early in boot) just the page above `sp`.
+fn stack_bounds(sp: u64) -> (u64, u64) {
+    let cpu = crate::percpu::cpu_index();
+    let exc_top = crate::mm::layout::exception_stack_top(cpu);
+    let exc_low = exc_top - crate::mm::layout::EXCEPTION_STACK_SIZE as u64;
+    if sp >= exc_low && sp <= exc_top {
+        return (exc_low, exc_top);
+    }
+    let t = sched::current_ptr();
+    if !t.is_null() {
+        // SAFETY: the current thread's control block lives while it runs.
+        let stack = unsafe { &(*t).stack };
+        if sp >= stack.mapped_bottom() && sp <= stack.top() {
+            return (stack.mapped_bottom(), stack.top());
+        }
+    }
+    (sp, (sp | 0xfff) + 1)
+}
+
+fn print_backtrace_within(mut fp: u64, low: u64, high: u64) {
     crate::console::write_fmt_emergency(format_args!("  backtrace:\n"));
     for _ in 0..16 {
-        if fp < low || fp + 16 > high || fp % 16 != 0 {
+        if fp < low || fp + 16 > high || !fp.is_multiple_of(16) {
             break;
         }
-        // SAFETY: [fp, fp+16) lies inside the thread's mapped stack.
+        // SAFETY: [fp, fp+16) lies inside a mapped stack.
         let (next, lr) = unsafe { (core::ptr::read_volatile(fp as *const u64), core::ptr::read_volatile((fp + 8) as *const u64)) };
         if lr == 0 {
             break;

@@ -6,7 +6,6 @@
 //! linear map; interrupts; the command line; stacks and the scheduler; secondary CPUs; then
 //! the main thread. Calls every subsystem's init.
 use alloc::boxed::Box;
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -138,8 +137,8 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     };
 
     // Console.
-    let Some(uart) = machine.uart.clone() else {
-        early_fail(format_args!("the device tree names no PL011 UART"));
+    let Some(uart) = machine.uart.filter(|u| u.kind == dtb::UartKind::Pl011) else {
+        early_fail(format_args!("the device tree names no PL011 UART (the console driver this kernel has)"));
     };
     let uart_va = match kspace::map_device(uart.region.base, uart.region.size.max(0x1000)) {
         Ok(va) => va,
@@ -177,7 +176,10 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     for e in &errors {
         println!("error: {}", e);
     }
-    crate::stack::configure(args.stack.clone());
+    crate::stack::configure(args.stack);
+    if !args.ignored.is_empty() {
+        println!("dynstack: ignoring unknown arguments: {}", args.ignored.join(" "));
+    }
 
     // Interrupts and timer.
     init_interrupts(&machine);
@@ -353,30 +355,6 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     let fp: u64;
     // SAFETY: reads the frame pointer register.
     unsafe { core::arch::asm!("mov {}, x29", out(reg) fp) };
-    let mut fp = fp;
-    crate::console::write_fmt_emergency(format_args!("  backtrace:\n"));
-    for _ in 0..16 {
-        if fp == 0 || fp % 16 != 0 || kspace_query_is_mapped(fp).is_none() {
-            break;
-        }
-        // SAFETY: the frame record is mapped (checked above).
-        let (next, lr) = unsafe { (core::ptr::read_volatile(fp as *const u64), core::ptr::read_volatile((fp + 8) as *const u64)) };
-        if lr == 0 {
-            break;
-        }
-        crate::console::write_fmt_emergency(format_args!("    {:#018x}\n", lr));
-        fp = next;
-    }
-    let _ = String::new();
+    crate::exception::print_backtrace(fp);
     semihosting::process::exit(101)
-}
-
-fn kspace_query_is_mapped(va: u64) -> Option<()> {
-    // Reading the tables needs their lock, which the panicking CPU may hold: don't wait.
-    let _ = va;
-    let sp: u64;
-    // SAFETY: reads the stack pointer.
-    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp) };
-    // Frame records live on the current stack, near SP.
-    (va >= sp && va < sp + 64 * 1024).then_some(())
 }

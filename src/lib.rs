@@ -42,4 +42,6 @@ pub mod stack;
 #[cfg(target_os = "none")]
 pub mod sync;
 #[cfg(target_os = "none")]
+pub mod testing;
+#[cfg(target_os = "none")]
 pub mod workload;

@@ -34,7 +34,7 @@ pub const DEVICE_SIZE: u64 = 1 << 30;
 /// Where the device tree blob is mapped.
 pub const DTB_BASE: u64 = 0xFFFF_FFFE_8000_0000;
 /// Largest device tree the kernel accepts (the Linux arm64 limit).
-pub const DTB_MAX_SIZE: usize = 2 << 20;
+pub const DTB_MAX_SIZE: usize = crate::dtb::MAX_TOTAL_SIZE;
 
 /// Start of the per-CPU exception stack windows.
 pub const EXCEPTION_STACKS_BASE: u64 = 0xFFFF_FFFF_0000_0000;
@@ -90,10 +90,12 @@ mod tests {
 
     #[test]
     fn regions_do_not_overlap() {
-        assert!(LINEAR_BASE + LINEAR_SIZE <= STACK_ARENA_BASE);
-        assert!(STACK_ARENA_BASE + STACK_ARENA_SIZE <= DEVICE_BASE);
-        assert!(DEVICE_BASE + DEVICE_SIZE <= DTB_BASE);
-        assert!(DTB_BASE + DTB_MAX_SIZE as u64 <= EXCEPTION_STACKS_BASE);
-        assert!(exception_stack_top(255) <= KERNEL_BASE);
+        const {
+            assert!(LINEAR_BASE + LINEAR_SIZE <= STACK_ARENA_BASE);
+            assert!(STACK_ARENA_BASE + STACK_ARENA_SIZE <= DEVICE_BASE);
+            assert!(DEVICE_BASE + DEVICE_SIZE <= DTB_BASE);
+            assert!(DTB_BASE + DTB_MAX_SIZE as u64 <= EXCEPTION_STACKS_BASE);
+            assert!(exception_stack_top(255) <= KERNEL_BASE);
+        }
     }
 }

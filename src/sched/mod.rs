@@ -396,8 +396,11 @@ fn kick(cpu: usize) {
 }
 
 /// Makes a parked thread runnable, or leaves a token so its next `park` returns at once.
-pub fn unpark(t: *mut Thread) {
-    // SAFETY: callers pass control blocks that are alive (not yet reaped).
+///
+/// # Safety
+/// `t` must be a live thread (not yet reaped).
+pub unsafe fn unpark(t: *mut Thread) {
+    // SAFETY: the caller guarantees `t` is alive.
     let th = unsafe { &mut *t };
     loop {
         let cpu = th.cpu.load(Ordering::Acquire) as usize;
@@ -420,9 +423,9 @@ pub fn unpark(t: *mut Thread) {
     }
 }
 
-/// Wakes a sleeping thread before its deadline (used by `kill`).
+/// Wakes a sleeping thread before its deadline (used by `kill`). `t` must be alive.
 fn wake_early(t: *mut Thread) {
-    // SAFETY: as in unpark.
+    // SAFETY: callers hold the thread table lock, which keeps `t` alive.
     let th = unsafe { &mut *t };
     loop {
         let cpu = th.cpu.load(Ordering::Acquire) as usize;
@@ -441,7 +444,8 @@ fn wake_early(t: *mut Thread) {
             }
             ThreadState::Blocked => {
                 drop(q);
-                unpark(t);
+                // SAFETY: as above.
+                unsafe { unpark(t) };
             }
             ThreadState::Dead => {}
             _ => th.park_token = true,
@@ -842,7 +846,8 @@ pub fn terminate_current(frame: &mut TrapFrame) {
     }
     let reaper = REAPER.load(Ordering::Acquire);
     if !reaper.is_null() && reaper != t {
-        unpark(reaper);
+        // SAFETY: the reaper never exits.
+        unsafe { unpark(reaper) };
     }
     let q = QUEUES[cpu].lock();
     switch_to_next(frame, cpu, q);
@@ -896,7 +901,8 @@ fn reap(t: *mut Thread) {
         j.done.store(true, Ordering::Release);
         let w = j.waiter.load(Ordering::Acquire);
         if !w.is_null() {
-            unpark(w);
+            // SAFETY: the waiter is blocked in join, hence alive.
+            unsafe { unpark(w) };
         }
     }
 }

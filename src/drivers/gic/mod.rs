@@ -64,7 +64,15 @@ pub trait InterruptController: Send + Sync {
 
     /// Configures the calling CPU's interface (and, on GICv3, its redistributor): SGIs
     /// enabled, PPIs disabled, default priorities, priority mask open, Group 1 enabled.
+    /// Check [`InterruptController::cpu_interface_ready`] afterwards.
     fn init_cpu(&self);
+
+    /// Whether the calling CPU's interface is set up and will signal Group 1 interrupts.
+    ///
+    /// False after `init_cpu` means this CPU gets no interrupts: on GICv3, no
+    /// redistributor matches its MPIDR, or `ICC_SRE_EL1.SRE` did not stick (boot code at
+    /// EL2 must leave `ICC_SRE_EL2.{Enable,SRE}` set).
+    fn cpu_interface_ready(&self) -> bool;
 
     /// Enables forwarding of `intid` (an SGI or PPI on the calling CPU only, or an SPI).
     fn enable(&self, intid: u32);

@@ -277,6 +277,15 @@ impl InterruptController for GicV2 {
         });
     }
 
+    fn cpu_interface_ready(&self) -> bool {
+        let enable = match self.view.load(Ordering::Acquire) {
+            VIEW_UNKNOWN => return false,
+            VIEW_NON_SECURE => ns_view::ENABLE_GRP1,
+            _ => full_view::ENABLE_GRP1,
+        };
+        self.gicc().ctlr.get() & enable != 0
+    }
+
     fn enable(&self, intid: u32) {
         if intid < self.lines() {
             self.gicd().isenabler[(intid / 32) as usize].set(1 << (intid % 32));

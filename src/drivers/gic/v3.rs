@@ -149,9 +149,9 @@ mod icc {
             #[inline(always)]
             pub fn $fn() -> u64 {
                 let value: u64;
-                // SAFETY: reading this GIC CPU interface register has no effect on memory
-                // or the stack; `init_cpu` has checked the system register interface exists
-                // before any accessor runs.
+                // SAFETY: reading this GIC CPU interface register touches neither memory
+                // nor the stack. The interface exists: `init_cpu` and `cpu_interface_ready`
+                // check ID_AA64PFR0_EL1.GIC first, and the rest run only after `init_cpu`.
                 unsafe {
                     asm!(concat!("mrs {}, ", $reg), out(reg) value, options(nostack, preserves_flags));
                 }
@@ -166,8 +166,8 @@ mod icc {
             #[inline(always)]
             pub fn $fn(value: u64) {
                 // SAFETY: writing this GIC CPU interface register changes only interrupt
-                // delivery state, never memory or the stack; it is not `nomem` so the
-                // compiler keeps memory accesses on their side of it.
+                // delivery state, never memory or the stack (not `nomem`, so the compiler
+                // keeps memory accesses on their side). The interface exists, as for reads.
                 unsafe {
                     asm!(concat!("msr ", $reg, ", {}"), in(reg) value, options(nostack, preserves_flags));
                 }
@@ -194,6 +194,10 @@ mod icc {
     sysreg_write!(
         /// `ICC_CTLR_EL1`.
         set_ctlr_el1, "S3_0_C12_C12_4"
+    );
+    sysreg_read!(
+        /// `ICC_IGRPEN1_EL1`.
+        igrpen1_el1, "S3_0_C12_C12_7"
     );
     sysreg_write!(
         /// `ICC_IGRPEN1_EL1`.
@@ -307,17 +311,17 @@ impl GicV3 {
         wait_while(|| d.ctlr.is_set(GICD_CTLR::RWP));
     }
 
-    /// Turns on the calling CPU's system register interface and opens it to Group 1.
-    /// Returns false if the interface does not exist or cannot be enabled.
-    fn init_cpu_interface(&self) -> bool {
+    /// Turns on the calling CPU's system register interface and opens it to Group 1,
+    /// unless the interface does not exist or cannot be switched on.
+    fn init_cpu_interface(&self) {
         if !icc::implemented(ID_AA64PFR0_EL1.get()) {
-            return false;
+            return;
         }
         icc::set_sre_el1(icc::sre_el1() | icc::SRE_SRE);
         barrier::isb(barrier::SY);
         // SRE stays 0 when a higher EL keeps EL1 on the memory-mapped interface.
         if icc::sre_el1() & icc::SRE_SRE == 0 {
-            return false;
+            return;
         }
 
         icc::set_pmr_el1(u64::from(PRIORITY_MASK_OPEN));
@@ -327,7 +331,6 @@ impl GicV3 {
         icc::set_ctlr_el1(ICC_CTLR_EL1.get() & !icc::CTLR_EOIMODE);
         icc::set_igrpen1_el1(icc::IGRPEN1_ENABLE);
         barrier::isb(barrier::SY);
-        true
     }
 }
 
@@ -392,6 +395,16 @@ impl InterruptController for GicV3 {
         rd.isenabler0.set(0x0000_ffff);
 
         self.init_cpu_interface();
+    }
+
+    fn cpu_interface_ready(&self) -> bool {
+        let Some(rd) = self.redistributor_for(current_affinity()) else {
+            return false;
+        };
+        !rd.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP)
+            && icc::implemented(ID_AA64PFR0_EL1.get())
+            && icc::sre_el1() & icc::SRE_SRE != 0
+            && icc::igrpen1_el1() & icc::IGRPEN1_ENABLE != 0
     }
 
     fn enable(&self, intid: u32) {
