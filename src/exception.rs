@@ -5,11 +5,21 @@
 //! that belongs to one thread ends that thread with a report and the kernel carries on; a
 //! fault in the kernel's own exception context, or in a thread that holds locks, is a panic.
 //! Calls `stack` (the fault path), `sched` (syscalls, termination) and `irq`.
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use aarch64_cpu::registers::{Readable, ESR_EL1, FAR_EL1};
 
 use crate::arch::trap::{ExceptionClass, Syndrome, TrapFrame};
 use crate::sched::{self, Thread, ThreadKind};
 use crate::stack::{self, FaultOutcome};
+
+/// The last fatal fault of a thread: (tid, ESR, FAR), for tests that provoke one.
+static LAST_FAULT: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
+/// The thread id, ESR and FAR of the last thread that was ended by a fault.
+pub fn last_fault() -> (u64, u64, u64) {
+    (LAST_FAULT[0].load(Ordering::Acquire), LAST_FAULT[1].load(Ordering::Relaxed), LAST_FAULT[2].load(Ordering::Relaxed))
+}
 
 /// Vector kinds, as `vectors.s` numbers them.
 mod kind {
@@ -55,6 +65,9 @@ fn vector_name(kind: u64) -> &'static str {
 fn thread_sync(frame: &mut TrapFrame) {
     let syndrome = Syndrome(ESR_EL1.get());
     match syndrome.class() {
+        ExceptionClass::Svc if syndrome.svc_imm() == sched::syscall::TEST_EXHAUST_EXCEPTION_STACK => {
+            exhaust_exception_stack(frame.x[0]);
+        }
         ExceptionClass::Svc => sched::on_syscall(frame, syndrome.svc_imm()),
         ExceptionClass::DataAbort => {
             let far = FAR_EL1.get();
@@ -120,6 +133,9 @@ fn report_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) {
 /// be done safely (it holds locks, or it is a CPU's idle thread).
 fn end_thread(frame: &mut TrapFrame, what: &str, syndrome: Syndrome, far: u64) {
     let t = current();
+    LAST_FAULT[1].store(syndrome.0, Ordering::Relaxed);
+    LAST_FAULT[2].store(far, Ordering::Relaxed);
+    LAST_FAULT[0].store(t.tid, Ordering::Release);
     print_backtrace_within(frame.fp(), t.stack.mapped_bottom(), t.stack.top());
     let locks = crate::sync::locks_held();
     if locks > 0 || t.kind == ThreadKind::Idle {
@@ -182,6 +198,20 @@ fn print_backtrace_within(mut fp: u64, low: u64, high: u64) {
         crate::console::write_fmt_emergency(format_args!("    {:#018x}\n", lr));
         fp = next;
     }
+}
+
+/// Test hook: recurses on the exception stack until it runs into its guard page, which
+/// must end in the exception-stack overflow report (see `vectors.s`), never a hang.
+#[inline(never)]
+fn exhaust_exception_stack(depth: u64) -> u64 {
+    let mut frame = [0u8; 512];
+    core::hint::black_box(&mut frame);
+    frame[0] = depth as u8;
+    // Bounded only so the compiler accepts it: 2^20 frames are far beyond any stack.
+    if depth > 1 << 20 {
+        return depth;
+    }
+    exhaust_exception_stack(depth + 1) + frame[(depth % 512) as usize] as u64
 }
 
 /// The exception stack ran out (called by `vectors.s` on the emergency stack).

@@ -42,6 +42,8 @@ pub mod syscall {
     pub const EXIT: u16 = 4;
     /// Do nothing and return: the cost of a system call round trip, for benchmarks.
     pub const NOP: u16 = 5;
+    /// Test hook: recurse in the handler until the exception stack overflows (a panic).
+    pub const TEST_EXHAUST_EXCEPTION_STACK: u16 = 0x7e;
 }
 
 /// Why a thread could not be created.
