@@ -42,7 +42,11 @@ static DEVICE: spin::Once<&'static dyn ConsoleDevice> = spin::Once::new();
 static OUTPUT: IrqMutex<()> = IrqMutex::new(());
 
 const INPUT_SIZE: usize = 1024;
-static INPUT: IrqMutex<InputRing> = IrqMutex::new(InputRing { buf: [0; INPUT_SIZE], head: 0, len: 0 });
+static INPUT: IrqMutex<InputRing> = IrqMutex::new(InputRing {
+    buf: [0; INPUT_SIZE],
+    head: 0,
+    len: 0,
+});
 /// The thread blocked in [`read_byte`], if any.
 static READER: AtomicPtr<crate::sched::Thread> = AtomicPtr::new(core::ptr::null_mut());
 static DROPPED: AtomicUsize = AtomicUsize::new(0);

@@ -9,7 +9,13 @@ use crate::shell::Backend;
 pub fn run(backend: &mut dyn Backend, out: &mut dyn Write) {
     let info = crate::kernel::boot_info();
     let cfg = crate::stack::config();
-    let _ = writeln!(out, "dynstack demo: {} on {} CPUs, {} MiB RAM", info.machine.model, crate::sched::online_count(), info.ram_bytes >> 20);
+    let _ = writeln!(
+        out,
+        "dynstack demo: {} on {} CPUs, {} MiB RAM",
+        info.machine.model,
+        crate::sched::online_count(),
+        info.ram_bytes >> 20
+    );
     let _ = writeln!(
         out,
         "stacks: policy={} initial={} KiB max={} KiB guard={} KiB",

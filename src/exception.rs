@@ -18,7 +18,11 @@ static LAST_FAULT: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
 /// The thread id, ESR and FAR of the last thread that was ended by a fault.
 pub fn last_fault() -> (u64, u64, u64) {
-    (LAST_FAULT[0].load(Ordering::Acquire), LAST_FAULT[1].load(Ordering::Relaxed), LAST_FAULT[2].load(Ordering::Relaxed))
+    (
+        LAST_FAULT[0].load(Ordering::Acquire),
+        LAST_FAULT[1].load(Ordering::Relaxed),
+        LAST_FAULT[2].load(Ordering::Relaxed),
+    )
 }
 
 /// Vector kinds, as `vectors.s` numbers them.
@@ -65,7 +69,9 @@ fn vector_name(kind: u64) -> &'static str {
 fn thread_sync(frame: &mut TrapFrame) {
     let syndrome = Syndrome(ESR_EL1.get());
     match syndrome.class() {
-        ExceptionClass::Svc if syndrome.svc_imm() == sched::syscall::TEST_EXHAUST_EXCEPTION_STACK => {
+        ExceptionClass::Svc
+            if syndrome.svc_imm() == sched::syscall::TEST_EXHAUST_EXCEPTION_STACK =>
+        {
             exhaust_exception_stack(frame.x[0]);
         }
         ExceptionClass::Svc => sched::on_syscall(frame, syndrome.svc_imm()),
@@ -150,7 +156,12 @@ fn end_thread(frame: &mut TrapFrame, what: &str, syndrome: Syndrome, far: u64) {
             frame
         );
     }
-    crate::console::write_fmt_emergency(format_args!("thread {} ({}) terminated: {}\n", t.tid, t.name(), what));
+    crate::console::write_fmt_emergency(format_args!(
+        "thread {} ({}) terminated: {}\n",
+        t.tid,
+        t.name(),
+        what
+    ));
     sched::terminate_current(frame);
 }
 
@@ -191,7 +202,12 @@ fn print_backtrace_within(mut fp: u64, low: u64, high: u64) {
             break;
         }
         // SAFETY: [fp, fp+16) lies inside a mapped stack.
-        let (next, lr) = unsafe { (core::ptr::read_volatile(fp as *const u64), core::ptr::read_volatile((fp + 8) as *const u64)) };
+        let (next, lr) = unsafe {
+            (
+                core::ptr::read_volatile(fp as *const u64),
+                core::ptr::read_volatile((fp + 8) as *const u64),
+            )
+        };
         if lr == 0 {
             break;
         }

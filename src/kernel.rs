@@ -9,7 +9,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use aarch64_cpu::registers::{Readable, Writeable, ReadWriteable, MPIDR_EL1, TCR_EL1, VBAR_EL1};
+use aarch64_cpu::registers::{ReadWriteable, Readable, Writeable, MPIDR_EL1, TCR_EL1, VBAR_EL1};
 
 use crate::arch::psci::{self, Conduit};
 use crate::cmdline::KernelArgs;
@@ -98,12 +98,20 @@ fn map_dtb(dtb_pa: u64) -> &'static [u8] {
     let base = dtb_pa & !(page - 1);
     let offset = (dtb_pa - base) as usize;
     let window = layout::DTB_MAX_SIZE as u64 + page;
-    let attrs = Attributes::new(crate::mm::page_table::MemoryType::Normal, crate::mm::page_table::Permission::ReadOnly);
+    let attrs = Attributes::new(
+        crate::mm::page_table::MemoryType::Normal,
+        crate::mm::page_table::Permission::ReadOnly,
+    );
     if let Err(e) = kspace::map(layout::DTB_BASE, base, page * 2, attrs, false) {
-        early_fail(format_args!("cannot map the device tree at {:#x}: {}", dtb_pa, e));
+        early_fail(format_args!(
+            "cannot map the device tree at {:#x}: {}",
+            dtb_pa, e
+        ));
     }
     // SAFETY: at least 40 bytes from `offset` are mapped (two pages from base).
-    let header = unsafe { core::slice::from_raw_parts((layout::DTB_BASE as usize + offset) as *const u8, 40) };
+    let header = unsafe {
+        core::slice::from_raw_parts((layout::DTB_BASE as usize + offset) as *const u8, 40)
+    };
     let size = match dtb::total_size(header) {
         Ok(s) => s,
         Err(e) => early_fail(format_args!("no valid device tree at {:#x}: {}", dtb_pa, e)),
@@ -111,7 +119,13 @@ fn map_dtb(dtb_pa: u64) -> &'static [u8] {
     let mapped_end = (offset + size) as u64;
     let need = mapped_end.div_ceil(page) * page;
     if need > 2 * page && need <= window {
-        if let Err(e) = kspace::map(layout::DTB_BASE + 2 * page, base + 2 * page, need - 2 * page, attrs, false) {
+        if let Err(e) = kspace::map(
+            layout::DTB_BASE + 2 * page,
+            base + 2 * page,
+            need - 2 * page,
+            attrs,
+            false,
+        ) {
             early_fail(format_args!("cannot map the device tree: {}", e));
         }
     }
@@ -126,45 +140,74 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     set_vectors();
     heap::init_boot_heap();
     // SAFETY: linker symbols; only their addresses are used.
-    let image_bytes = core::ptr::addr_of!(__kernel_end) as u64 - core::ptr::addr_of!(__kernel_start) as u64;
+    let image_bytes =
+        core::ptr::addr_of!(__kernel_end) as u64 - core::ptr::addr_of!(__kernel_start) as u64;
     kspace::init(image_pa, image_bytes);
 
-    let dtb_pa = if dtb_pa == 0 { board::DTB_FALLBACK_PA } else { dtb_pa };
+    let dtb_pa = if dtb_pa == 0 {
+        board::DTB_FALLBACK_PA
+    } else {
+        dtb_pa
+    };
     let blob = map_dtb(dtb_pa);
     let machine = match dtb::parse(blob) {
         Ok(m) => m,
-        Err(e) => early_fail(format_args!("device tree at {:#x} is malformed: {}", dtb_pa, e)),
+        Err(e) => early_fail(format_args!(
+            "device tree at {:#x} is malformed: {}",
+            dtb_pa, e
+        )),
     };
 
     // Console.
     let Some(uart) = machine.uart.filter(|u| u.kind == dtb::UartKind::Pl011) else {
-        early_fail(format_args!("the device tree names no PL011 UART (the console driver this kernel has)"));
+        early_fail(format_args!(
+            "the device tree names no PL011 UART (the console driver this kernel has)"
+        ));
     };
     let uart_va = match kspace::map_device(uart.region.base, uart.region.size.max(0x1000)) {
         Ok(va) => va,
         Err(e) => early_fail(format_args!("cannot map the UART: {}", e)),
     };
     // SAFETY: the UART's registers, just mapped as device memory.
-    let pl011: &'static crate::drivers::pl011::Pl011 = Box::leak(Box::new(unsafe { crate::drivers::pl011::Pl011::new(uart_va as usize) }));
+    let pl011: &'static crate::drivers::pl011::Pl011 = Box::leak(Box::new(unsafe {
+        crate::drivers::pl011::Pl011::new(uart_va as usize)
+    }));
     pl011.init();
     crate::console::set_device(pl011);
     println!("dynstack: booting on {} ({})", board::NAME, machine.model);
 
     // Physical memory: RAM minus the image, the DTB and reserved ranges; then the linear map.
-    let ram: Vec<Range> = machine.memory.iter().map(|r| Range::from_base_size(r.base, r.size)).collect();
+    let ram: Vec<Range> = machine
+        .memory
+        .iter()
+        .map(|r| Range::from_base_size(r.base, r.size))
+        .collect();
     if ram.is_empty() {
         early_fail(format_args!("the device tree describes no memory"));
     }
     let image = Range::from_base_size(image_pa, image_bytes);
-    let mut holes: Vec<Range> = machine.reserved.iter().map(|r| Range::from_base_size(r.base, r.size)).collect();
+    let mut holes: Vec<Range> = machine
+        .reserved
+        .iter()
+        .map(|r| Range::from_base_size(r.base, r.size))
+        .collect();
     holes.push(image);
     holes.push(Range::from_base_size(dtb_pa, blob.len() as u64));
     for r in regions::subtract(&ram, &holes, PAGE_SIZE as u64) {
         frame::add_range(r.start, r.end);
     }
     for r in regions::subtract(&ram, &[image], PAGE_SIZE as u64) {
-        if let Err(e) = kspace::map(phys_to_virt(r.start), r.start, r.len(), Attributes::DATA, true) {
-            early_fail(format_args!("cannot build the linear map for {:#x}..{:#x}: {}", r.start, r.end, e));
+        if let Err(e) = kspace::map(
+            phys_to_virt(r.start),
+            r.start,
+            r.len(),
+            Attributes::DATA,
+            true,
+        ) {
+            early_fail(format_args!(
+                "cannot build the linear map for {:#x}..{:#x}: {}",
+                r.start, r.end, e
+            ));
         }
     }
     kspace::linear_map_ready();
@@ -178,7 +221,10 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     }
     crate::stack::configure(args.stack);
     if !args.ignored.is_empty() {
-        println!("dynstack: ignoring unknown arguments: {}", args.ignored.join(" "));
+        println!(
+            "dynstack: ignoring unknown arguments: {}",
+            args.ignored.join(" ")
+        );
     }
 
     // Interrupts and timer.
@@ -189,7 +235,13 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
         dtb::PsciConduit::Smc => Conduit::Smc,
     });
     let cpus = machine.cpus.len().clamp(1, crate::percpu::MAX_CPUS);
-    BOOT_INFO.call_once(|| BootInfo { machine, args, ram_bytes, image_bytes, psci });
+    BOOT_INFO.call_once(|| BootInfo {
+        machine,
+        args,
+        ram_bytes,
+        image_bytes,
+        psci,
+    });
 
     // Exception stacks, stacks, scheduler.
     for cpu in 0..cpus {
@@ -215,21 +267,38 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
 }
 
 fn init_interrupts(machine: &MachineInfo) {
-    let controller: &'static dyn crate::drivers::gic::InterruptController = match &machine.interrupt_controller {
-        Some(dtb::InterruptController::GicV2 { distributor, cpu_interface }) => {
-            let d = map_or_fail(distributor.base, distributor.size);
-            let c = map_or_fail(cpu_interface.base, cpu_interface.size);
-            // SAFETY: the GIC's registers, just mapped.
-            Box::leak(Box::new(unsafe { crate::drivers::gic::v2::GicV2::new(d as usize, c as usize) }))
-        }
-        Some(dtb::InterruptController::GicV3 { distributor, redistributors }) => {
-            let d = map_or_fail(distributor.base, distributor.size);
-            let r = map_or_fail(redistributors.base, redistributors.size);
-            // SAFETY: as above.
-            Box::leak(Box::new(unsafe { crate::drivers::gic::v3::GicV3::new(d as usize, r as usize, redistributors.size as usize) }))
-        }
-        _ => early_fail(format_args!("no supported interrupt controller (GICv2 or GICv3) in the device tree")),
-    };
+    let controller: &'static dyn crate::drivers::gic::InterruptController =
+        match &machine.interrupt_controller {
+            Some(dtb::InterruptController::GicV2 {
+                distributor,
+                cpu_interface,
+            }) => {
+                let d = map_or_fail(distributor.base, distributor.size);
+                let c = map_or_fail(cpu_interface.base, cpu_interface.size);
+                // SAFETY: the GIC's registers, just mapped.
+                Box::leak(Box::new(unsafe {
+                    crate::drivers::gic::v2::GicV2::new(d as usize, c as usize)
+                }))
+            }
+            Some(dtb::InterruptController::GicV3 {
+                distributor,
+                redistributors,
+            }) => {
+                let d = map_or_fail(distributor.base, distributor.size);
+                let r = map_or_fail(redistributors.base, redistributors.size);
+                // SAFETY: as above.
+                Box::leak(Box::new(unsafe {
+                    crate::drivers::gic::v3::GicV3::new(
+                        d as usize,
+                        r as usize,
+                        redistributors.size as usize,
+                    )
+                }))
+            }
+            _ => early_fail(format_args!(
+                "no supported interrupt controller (GICv2 or GICv3) in the device tree"
+            )),
+        };
     controller.init_distributor();
     let timer_intid = machine
         .timer
@@ -237,7 +306,11 @@ fn init_interrupts(machine: &MachineInfo) {
         .and_then(|t| t.interrupts.get(2))
         .and_then(|s| s.gic_intid())
         .unwrap_or(27);
-    let uart_intid = machine.uart.as_ref().and_then(|u| u.irq.as_ref()).and_then(|s| s.gic_intid());
+    let uart_intid = machine
+        .uart
+        .as_ref()
+        .and_then(|u| u.irq.as_ref())
+        .and_then(|s| s.gic_intid());
     crate::irq::init(controller, timer_intid, uart_intid);
     if uart_intid.is_some() {
         crate::console::enable_input_interrupt();
@@ -247,7 +320,10 @@ fn init_interrupts(machine: &MachineInfo) {
 fn map_or_fail(pa: u64, size: u64) -> u64 {
     match kspace::map_device(pa, size) {
         Ok(va) => va,
-        Err(e) => early_fail(format_args!("cannot map device registers at {:#x}: {}", pa, e)),
+        Err(e) => early_fail(format_args!(
+            "cannot map device registers at {:#x}: {}",
+            pa, e
+        )),
     }
 }
 
@@ -259,7 +335,10 @@ fn map_exception_stack(cpu: usize) {
         early_fail(format_args!("no memory for cpu {}'s exception stack", cpu));
     };
     if let Err(e) = kspace::map(top - size, pa, size, Attributes::DATA, false) {
-        early_fail(format_args!("cannot map cpu {}'s exception stack: {}", cpu, e));
+        early_fail(format_args!(
+            "cannot map cpu {}'s exception stack: {}",
+            cpu, e
+        ));
     }
 }
 
@@ -282,9 +361,14 @@ fn start_secondaries(cpus: usize) {
         if cpu.mpidr == me || index >= cpus {
             continue;
         }
-        crate::percpu::get(index).mpidr.store(cpu.mpidr, Ordering::Relaxed);
+        crate::percpu::get(index)
+            .mpidr
+            .store(cpu.mpidr, Ordering::Relaxed);
         if let Err(e) = sched::add_cpu(index) {
-            println!("dynstack: cpu {}: no idle thread ({}); not started", index, e);
+            println!(
+                "dynstack: cpu {}: no idle thread ({}); not started",
+                index, e
+            );
             continue;
         }
         // Start below the top of its exception stack: the first thread's frame is copied to
@@ -296,16 +380,23 @@ fn start_secondaries(cpus: usize) {
         // maintenance is needed here.
         match psci::cpu_on(conduit, cpu.mpidr, entry_pa, index as u64) {
             Ok(()) => {
-                let deadline = crate::arch::timer::now() + crate::arch::timer::ns_to_ticks(1_000_000_000);
+                let deadline =
+                    crate::arch::timer::now() + crate::arch::timer::ns_to_ticks(1_000_000_000);
                 while !SECONDARY_UP.load(Ordering::Acquire) {
                     if crate::arch::timer::now() > deadline {
-                        println!("dynstack: cpu {} (mpidr {:#x}) did not come up", index, cpu.mpidr);
+                        println!(
+                            "dynstack: cpu {} (mpidr {:#x}) did not come up",
+                            index, cpu.mpidr
+                        );
                         break;
                     }
                     core::hint::spin_loop();
                 }
             }
-            Err(e) => println!("dynstack: cpu {} (mpidr {:#x}) failed to start: {}", index, cpu.mpidr, e),
+            Err(e) => println!(
+                "dynstack: cpu {} (mpidr {:#x}) failed to start: {}",
+                index, cpu.mpidr, e
+            ),
         }
         index += 1;
     }

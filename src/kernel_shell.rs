@@ -11,7 +11,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::arch::timer;
 use crate::cmdline::StackPolicy;
 use crate::shell::command::{KillTarget, Profile};
-use crate::shell::{self, Backend, CpuInfo, CpuRow, MemInfo, SpawnReport, StackStats, ThreadList, ThreadRow};
+use crate::shell::{
+    self, Backend, CpuInfo, CpuRow, MemInfo, SpawnReport, StackStats, ThreadList, ThreadRow,
+};
 use crate::{kernel, sched, stack, workload};
 
 /// Draw number for the next workload thread (so every thread gets its own draws).
@@ -25,7 +27,10 @@ struct Progress {
 
 impl Progress {
     fn new() -> Self {
-        Self { last_tick: timer::now(), last_decile: 0 }
+        Self {
+            last_tick: timer::now(),
+            last_decile: 0,
+        }
     }
 
     fn update(&mut self, out: &mut dyn Write, what: &str, done: u64, total: u64) {
@@ -35,7 +40,14 @@ impl Progress {
         let now = timer::now();
         let decile = done * 10 / total.max(1);
         if timer::ticks_to_ns(now - self.last_tick) >= 1_000_000_000 && decile > self.last_decile {
-            let _ = writeln!(out, "  {}: {} of {} ({}%)", what, done, total, done * 100 / total.max(1));
+            let _ = writeln!(
+                out,
+                "  {}: {} of {} ({}%)",
+                what,
+                done,
+                total,
+                done * 100 / total.max(1)
+            );
             self.last_tick = now;
             self.last_decile = decile;
         }
@@ -50,7 +62,12 @@ impl Backend for KernelBackend {
         let info = kernel::boot_info();
         let total_kib = info.ram_bytes / 1024;
         let free_kib = crate::mm::frame::free_pages() * 4;
-        MemInfo { total_kib, free_kib, used_kib: total_kib.saturating_sub(free_kib), kernel_kib: info.image_bytes / 1024 }
+        MemInfo {
+            total_kib,
+            free_kib,
+            used_kib: total_kib.saturating_sub(free_kib),
+            kernel_kib: info.image_bytes / 1024,
+        }
     }
 
     fn cpus(&self) -> CpuInfo {
@@ -64,10 +81,17 @@ impl Backend for KernelBackend {
             .map(|(index, c)| CpuRow {
                 index,
                 mpidr: c.mpidr,
-                state: if sched::is_online(index) { "online" } else { "offline" },
+                state: if sched::is_online(index) {
+                    "online"
+                } else {
+                    "offline"
+                },
             })
             .collect();
-        CpuInfo { online: sched::online_count(), cpus }
+        CpuInfo {
+            online: sched::online_count(),
+            cpus,
+        }
     }
 
     fn threads(&self, limit: usize) -> ThreadList {
@@ -84,10 +108,19 @@ impl Backend for KernelBackend {
                 grow_faults: t.stack.grow_faults() as u64,
             })
         });
-        ThreadList { total: sched::thread_count(), rows }
+        ThreadList {
+            total: sched::thread_count(),
+            rows,
+        }
     }
 
-    fn spawn(&mut self, count: usize, profile: &Profile, policy: Option<StackPolicy>, out: &mut dyn Write) -> SpawnReport {
+    fn spawn(
+        &mut self,
+        count: usize,
+        profile: &Profile,
+        policy: Option<StackPolicy>,
+        out: &mut dyn Write,
+    ) -> SpawnReport {
         let policy = policy.unwrap_or_else(stack::default_policy);
         let mut progress = Progress::new();
         let mut created = 0;
@@ -95,7 +128,14 @@ impl Backend for KernelBackend {
         for i in 0..count {
             let index = SPAWN_INDEX.fetch_add(1, Ordering::Relaxed) as usize;
             let (entry, arg) = workload::entry_for(profile, index);
-            match sched::spawn_raw(workload::name_for(profile), sched::ThreadKind::Workload, policy, entry, arg, None) {
+            match sched::spawn_raw(
+                workload::name_for(profile),
+                sched::ThreadKind::Workload,
+                policy,
+                entry,
+                arg,
+                None,
+            ) {
                 Ok(_) => created += 1,
                 Err(e) => {
                     reason = Some(format!("{} after {} threads", e, created));
@@ -104,7 +144,12 @@ impl Backend for KernelBackend {
             }
             progress.update(out, "spawned", i as u64 + 1, count as u64);
         }
-        SpawnReport { requested: count, created, failed: count - created, reason }
+        SpawnReport {
+            requested: count,
+            created,
+            failed: count - created,
+            reason,
+        }
     }
 
     fn settle(&mut self, out: &mut dyn Write) -> u64 {
@@ -121,7 +166,11 @@ impl Backend for KernelBackend {
                 last_left = left;
                 last_change = timer::now();
             } else if timer::ticks_to_ns(timer::now() - last_change) > 20_000_000_000 {
-                let _ = writeln!(out, "error: {} threads made no progress for 20 s; not waiting for them", left);
+                let _ = writeln!(
+                    out,
+                    "error: {} threads made no progress for 20 s; not waiting for them",
+                    left
+                );
                 break;
             }
             progress.update(out, "settled", total - left, total);
@@ -155,7 +204,9 @@ impl Backend for KernelBackend {
             KillTarget::All => {
                 let mut out = crate::console::Console;
                 let mut progress = Progress::new();
-                Ok(sched::kill_all(&mut |done, total| progress.update(&mut out, "killed", done as u64, total as u64)))
+                Ok(sched::kill_all(&mut |done, total| {
+                    progress.update(&mut out, "killed", done as u64, total as u64)
+                }))
             }
             KillTarget::Tid(tid) => sched::kill(*tid).map_err(|e| format!("{}", e)),
         }

@@ -24,10 +24,15 @@ pub struct PerCpu {
 #[repr(C, align(16))]
 struct EmergencyStacks([[u8; EMERGENCY_STACK_SIZE]; MAX_CPUS]);
 
-static mut EMERGENCY_STACKS: EmergencyStacks = EmergencyStacks([[0; EMERGENCY_STACK_SIZE]; MAX_CPUS]);
+static mut EMERGENCY_STACKS: EmergencyStacks =
+    EmergencyStacks([[0; EMERGENCY_STACK_SIZE]; MAX_CPUS]);
 
 static PER_CPU: [PerCpu; MAX_CPUS] = [const {
-    PerCpu { emergency_sp: AtomicU64::new(0), index: AtomicUsize::new(0), mpidr: AtomicU64::new(0) }
+    PerCpu {
+        emergency_sp: AtomicU64::new(0),
+        index: AtomicUsize::new(0),
+        mpidr: AtomicU64::new(0),
+    }
 }; MAX_CPUS];
 
 /// Points `TPIDR_EL1` of the calling CPU at CPU `index`'s block. Called first thing on every
@@ -36,7 +41,8 @@ pub fn init_this_cpu(index: usize, mpidr: u64) {
     let block = &PER_CPU[index];
     // SAFETY: only the address of the static is taken; nothing reads it through this pointer
     // except the vector entry, after this store.
-    let top = unsafe { core::ptr::addr_of!(EMERGENCY_STACKS.0[index]) as u64 } + EMERGENCY_STACK_SIZE as u64;
+    let top = unsafe { core::ptr::addr_of!(EMERGENCY_STACKS.0[index]) as u64 }
+        + EMERGENCY_STACK_SIZE as u64;
     block.emergency_sp.store(top, Ordering::Relaxed);
     block.index.store(index, Ordering::Relaxed);
     block.mpidr.store(mpidr, Ordering::Relaxed);

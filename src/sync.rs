@@ -35,7 +35,9 @@ pub struct IrqMutexGuard<'a, T> {
 impl<T> IrqMutex<T> {
     /// A new unlocked mutex.
     pub const fn new(value: T) -> Self {
-        Self { inner: spin::Mutex::new(value) }
+        Self {
+            inner: spin::Mutex::new(value),
+        }
     }
 
     /// Masks IRQs, then spins until the lock is free.
@@ -44,7 +46,11 @@ impl<T> IrqMutex<T> {
         let guard = self.inner.lock();
         let cpu = crate::percpu::cpu_index();
         LOCKS_HELD[cpu].fetch_add(1, Ordering::Relaxed);
-        IrqMutexGuard { guard: core::mem::ManuallyDrop::new(guard), daif, cpu }
+        IrqMutexGuard {
+            guard: core::mem::ManuallyDrop::new(guard),
+            daif,
+            cpu,
+        }
     }
 
     /// Takes the lock if it is free, without spinning.
@@ -54,7 +60,11 @@ impl<T> IrqMutex<T> {
             Some(guard) => {
                 let cpu = crate::percpu::cpu_index();
                 LOCKS_HELD[cpu].fetch_add(1, Ordering::Relaxed);
-                Some(IrqMutexGuard { guard: core::mem::ManuallyDrop::new(guard), daif, cpu })
+                Some(IrqMutexGuard {
+                    guard: core::mem::ManuallyDrop::new(guard),
+                    daif,
+                    cpu,
+                })
             }
             None => {
                 irq::restore(daif);

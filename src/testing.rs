@@ -49,7 +49,11 @@ pub fn run_case(case: &TestCase) -> TestResult {
     .map_err(|e| format!("cannot start the case's thread: {}", e))?;
     handle.join();
     let result = slot.lock().take();
-    result.unwrap_or_else(|| Err(String::from("the case's thread died (see the report above)")))
+    result.unwrap_or_else(|| {
+        Err(String::from(
+            "the case's thread died (see the report above)",
+        ))
+    })
 }
 
 /// Runs every case, prints the report and exits QEMU.

@@ -70,7 +70,9 @@ pub fn recurse(until: u64, at_bottom: &mut dyn FnMut()) -> u64 {
         *w = me ^ i as u64;
     }
     core::hint::black_box(&mut frame);
-    let below = if me > until { recurse(until, at_bottom) } else {
+    let below = if me > until {
+        recurse(until, at_bottom)
+    } else {
         at_bottom();
         0
     };

@@ -65,7 +65,11 @@ impl KernelHeap {
         if !self.can_grow.load(Ordering::Acquire) {
             return false;
         }
-        let want = layout.size().max(layout.align()).next_power_of_two().max(GROW_CHUNK);
+        let want = layout
+            .size()
+            .max(layout.align())
+            .next_power_of_two()
+            .max(GROW_CHUNK);
         let pages = want / PAGE_SIZE;
         let Some(pa) = frame::alloc(pages) else {
             return false;

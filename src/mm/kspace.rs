@@ -12,7 +12,9 @@ use aarch64_cpu::registers::{Readable, TTBR1_EL1};
 use crate::arch::tlb::HardwareTlb;
 use crate::mm::frame;
 use crate::mm::layout::{phys_to_virt, DEVICE_BASE, DEVICE_SIZE, KERNEL_BASE, PAGE_SIZE};
-use crate::mm::page_table::{Attributes, Half, MapError, PageTable, Reclaim, TableMemory, Translation};
+use crate::mm::page_table::{
+    Attributes, Half, MapError, PageTable, Reclaim, TableMemory, Translation,
+};
 use crate::sync::IrqMutex;
 
 const BOOT_POOL_PAGES: usize = 32;
@@ -32,7 +34,11 @@ struct Space {
     next_device_va: u64,
 }
 
-static SPACE: IrqMutex<Space> = IrqMutex::new(Space { table: None, boot_pool_used: 0, next_device_va: DEVICE_BASE });
+static SPACE: IrqMutex<Space> = IrqMutex::new(Space {
+    table: None,
+    boot_pool_used: 0,
+    next_device_va: DEVICE_BASE,
+});
 
 /// Frames for tables, and where the kernel can reach them.
 struct KernelMemory<'a> {
@@ -82,7 +88,11 @@ unsafe impl TableMemory for KernelMemory<'_> {
 
 fn with_space<R>(f: impl FnOnce(&mut PageTable, &mut KernelMemory) -> R) -> R {
     let mut space = SPACE.lock();
-    let Space { table, boot_pool_used, .. } = &mut *space;
+    let Space {
+        table,
+        boot_pool_used,
+        ..
+    } = &mut *space;
     let table = table.as_mut().expect("kspace::init not called");
     f(table, &mut KernelMemory { boot_pool_used })
 }
@@ -102,7 +112,13 @@ pub fn linear_map_ready() {
 }
 
 /// Maps `[va, va+size)` to `[pa, pa+size)`.
-pub fn map(va: u64, pa: u64, size: u64, attrs: Attributes, allow_blocks: bool) -> Result<(), MapError> {
+pub fn map(
+    va: u64,
+    pa: u64,
+    size: u64,
+    attrs: Attributes,
+    allow_blocks: bool,
+) -> Result<(), MapError> {
     with_space(|t, m| t.map(m, &HardwareTlb, va, pa, size, attrs, allow_blocks))
 }
 
@@ -122,9 +138,21 @@ pub fn map_device(pa: u64, size: u64) -> Result<u64, MapError> {
         return Err(MapError::OutOfMemory);
     }
     space.next_device_va += len;
-    let Space { table, boot_pool_used, .. } = &mut *space;
+    let Space {
+        table,
+        boot_pool_used,
+        ..
+    } = &mut *space;
     let table = table.as_mut().expect("kspace::init not called");
-    table.map(&mut KernelMemory { boot_pool_used }, &HardwareTlb, va, base, len, Attributes::DEVICE, false)?;
+    table.map(
+        &mut KernelMemory { boot_pool_used },
+        &HardwareTlb,
+        va,
+        base,
+        len,
+        Attributes::DEVICE,
+        false,
+    )?;
     Ok(va + offset)
 }
 

@@ -14,7 +14,10 @@ pub struct Range {
 impl Range {
     /// The range `[base, base + size)`, clamped at the top of the address space.
     pub fn from_base_size(base: u64, size: u64) -> Self {
-        Range { start: base, end: base.saturating_add(size) }
+        Range {
+            start: base,
+            end: base.saturating_add(size),
+        }
     }
 
     /// Bytes in the range.
@@ -41,10 +44,16 @@ pub fn subtract(ranges: &[Range], holes: &[Range], align: u64) -> Vec<Range> {
                     continue;
                 }
                 if h.start > p.start {
-                    next.push(Range { start: p.start, end: h.start });
+                    next.push(Range {
+                        start: p.start,
+                        end: h.start,
+                    });
                 }
                 if h.end < p.end {
-                    next.push(Range { start: h.end, end: p.end });
+                    next.push(Range {
+                        start: h.end,
+                        end: p.end,
+                    });
                 }
             }
             pieces = next;
@@ -74,7 +83,10 @@ mod tests {
         let ram = [r(0x4000_0000, 0x6000_0000)];
         let holes = [r(0x4000_0000, 0x4010_0000), r(0x4020_0000, 0x4030_0800)];
         let got = subtract(&ram, &holes, 4096);
-        assert_eq!(got, vec![r(0x4010_0000, 0x4020_0000), r(0x4030_1000, 0x6000_0000)]);
+        assert_eq!(
+            got,
+            vec![r(0x4010_0000, 0x4020_0000), r(0x4030_1000, 0x6000_0000)]
+        );
     }
 
     #[test]

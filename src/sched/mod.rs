@@ -77,7 +77,13 @@ unsafe impl Send for CpuQueue {}
 
 impl CpuQueue {
     const fn new() -> Self {
-        Self { head: core::ptr::null_mut(), tail: core::ptr::null_mut(), len: 0, sleepers: BTreeMap::new(), slice_end: 0 }
+        Self {
+            head: core::ptr::null_mut(),
+            tail: core::ptr::null_mut(),
+            len: 0,
+            sleepers: BTreeMap::new(),
+            slice_end: 0,
+        }
     }
 
     fn push_back(&mut self, t: *mut Thread) {
@@ -108,10 +114,13 @@ impl CpuQueue {
     }
 }
 
-static QUEUES: [IrqMutex<CpuQueue>; MAX_CPUS] = [const { IrqMutex::new(CpuQueue::new()) }; MAX_CPUS];
+static QUEUES: [IrqMutex<CpuQueue>; MAX_CPUS] =
+    [const { IrqMutex::new(CpuQueue::new()) }; MAX_CPUS];
 static QUEUE_LEN: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
-static CURRENT: [AtomicPtr<Thread>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
-static IDLE: [AtomicPtr<Thread>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+static CURRENT: [AtomicPtr<Thread>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+static IDLE: [AtomicPtr<Thread>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 static IS_IDLE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 static ONLINE_COUNT: AtomicUsize = AtomicUsize::new(0);
@@ -129,7 +138,9 @@ struct Zombies {
 }
 // SAFETY: dead control blocks handed to the reaper under this lock.
 unsafe impl Send for Zombies {}
-static ZOMBIES: IrqMutex<Zombies> = IrqMutex::new(Zombies { head: core::ptr::null_mut() });
+static ZOMBIES: IrqMutex<Zombies> = IrqMutex::new(Zombies {
+    head: core::ptr::null_mut(),
+});
 static REAPER: AtomicPtr<Thread> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Hook the interrupt layer provides to poke an idle CPU (a reschedule SGI).
@@ -306,8 +317,18 @@ pub fn spawn_with<F: FnOnce() + Send + 'static>(
 ) -> Result<JoinHandle, SpawnError> {
     let boxed: Box<Box<dyn FnOnce() + Send>> = Box::new(Box::new(f));
     let arg = Box::into_raw(boxed) as usize;
-    let state = Arc::new(JoinState { done: AtomicBool::new(false), waiter: AtomicPtr::new(core::ptr::null_mut()) });
-    match spawn_raw(name, ThreadKind::System, policy, closure_entry, arg, Some(state.clone())) {
+    let state = Arc::new(JoinState {
+        done: AtomicBool::new(false),
+        waiter: AtomicPtr::new(core::ptr::null_mut()),
+    });
+    match spawn_raw(
+        name,
+        ThreadKind::System,
+        policy,
+        closure_entry,
+        arg,
+        Some(state.clone()),
+    ) {
         Ok(tid) => Ok(JoinHandle { tid, state }),
         Err(e) => {
             // SAFETY: the thread was not created, so the closure is still ours.
@@ -331,7 +352,8 @@ pub fn spawn_raw(
     arg: usize,
     join: Option<Arc<JoinState>>,
 ) -> Result<u64, SpawnError> {
-    if crate::mm::frame::free_pages() < SPAWN_LOW_WATER_PAGES + stack::initial_pages(policy) as u64 {
+    if crate::mm::frame::free_pages() < SPAWN_LOW_WATER_PAGES + stack::initial_pages(policy) as u64
+    {
         return Err(SpawnError::OutOfMemory);
     }
     let stack = Stack::create(policy).map_err(|e| match e {
@@ -348,7 +370,12 @@ pub fn spawn_raw(
         return Err(SpawnError::OutOfMemory);
     }
     let mut t = Thread::new(tid, name, kind, stack);
-    t.context = TrapFrame::new_thread(thread_start as *const () as u64, entry as *const () as u64, top, 0);
+    t.context = TrapFrame::new_thread(
+        thread_start as *const () as u64,
+        entry as *const () as u64,
+        top,
+        0,
+    );
     t.context.x[1] = arg as u64;
     t.join = join;
     t.unsettled = kind == ThreadKind::Workload;
@@ -583,7 +610,14 @@ pub fn for_each_thread_chunked(f: &mut dyn FnMut(&Thread)) {
 
 /// Registers CPU `cpu`'s idle thread; the CPU counts as online from now on.
 pub fn add_cpu(cpu: usize) -> Result<(), SpawnError> {
-    let tid = spawn_raw("idle", ThreadKind::Idle, stack::default_policy(), idle_loop, cpu, None)?;
+    let tid = spawn_raw(
+        "idle",
+        ThreadKind::Idle,
+        stack::default_policy(),
+        idle_loop,
+        cpu,
+        None,
+    )?;
     let p = *THREADS.lock().get(&tid).expect("idle thread just inserted");
     let t = p as *mut Thread;
     // SAFETY: just created, not queued anywhere.
@@ -688,7 +722,8 @@ fn switch_to_next(frame: &mut TrapFrame, cpu: usize, mut q: IrqMutexGuard<'_, Cp
         if th.stack.try_claim() {
             if th.kill_requested.load(Ordering::Relaxed) && th.kind == ThreadKind::Workload {
                 // Exit from the top of its own stack, which is always mapped.
-                th.context = TrapFrame::new_thread(thread_killed as *const () as u64, 0, th.stack.top(), 0);
+                th.context =
+                    TrapFrame::new_thread(thread_killed as *const () as u64, 0, th.stack.top(), 0);
                 break t;
             }
             if stack::prepare_switch_in(cpu, &th.stack) {
@@ -857,7 +892,14 @@ pub fn terminate_current(frame: &mut TrapFrame) {
 
 /// Starts the reaper, which returns dead threads' stacks and control blocks.
 pub fn start_reaper() -> Result<(), SpawnError> {
-    let tid = spawn_raw("reaper", ThreadKind::System, stack::default_policy(), reaper_loop, 0, None)?;
+    let tid = spawn_raw(
+        "reaper",
+        ThreadKind::System,
+        stack::default_policy(),
+        reaper_loop,
+        0,
+        None,
+    )?;
     let p = *THREADS.lock().get(&tid).expect("reaper just inserted");
     REAPER.store(p as *mut Thread, Ordering::Release);
     Ok(())

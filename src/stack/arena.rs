@@ -28,7 +28,11 @@ struct Slots {
     free: Vec<u32>,
 }
 
-static SLOTS: IrqMutex<Slots> = IrqMutex::new(Slots { next_unused: 0, max: 0, free: Vec::new() });
+static SLOTS: IrqMutex<Slots> = IrqMutex::new(Slots {
+    next_unused: 0,
+    max: 0,
+    free: Vec::new(),
+});
 
 /// Sizes the arena for the configured stacks.
 pub fn init() {
@@ -73,7 +77,8 @@ pub fn alloc_slot() -> Result<u32, StackError> {
     while chunk_va < end {
         let index = ((chunk_va - STACK_ARENA_BASE) / CHUNK) as usize;
         if L3_TABLES[index].load(Ordering::Relaxed) == 0 {
-            let created = crate::mm::kspace::prepare_tables(chunk_va, CHUNK).map_err(|_| StackError::OutOfMemory)?;
+            let created = crate::mm::kspace::prepare_tables(chunk_va, CHUNK)
+                .map_err(|_| StackError::OutOfMemory)?;
             TABLE_PAGES.fetch_add(created as u64, Ordering::Relaxed);
             let table = crate::mm::kspace::leaf_table(chunk_va).ok_or(StackError::OutOfMemory)?;
             // Release: a CPU that later finds this slot's thread also sees the table.

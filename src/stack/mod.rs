@@ -66,7 +66,11 @@ struct CpuCounters {
 }
 
 static COUNTERS: [CpuCounters; MAX_CPUS] = [const {
-    CpuCounters { mapped_pages: AtomicU64::new(0), unmapped_pages: AtomicU64::new(0), grow_faults: AtomicU64::new(0) }
+    CpuCounters {
+        mapped_pages: AtomicU64::new(0),
+        unmapped_pages: AtomicU64::new(0),
+        grow_faults: AtomicU64::new(0),
+    }
 }; MAX_CPUS];
 static STACKS: AtomicU64 = AtomicU64::new(0);
 static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
@@ -75,11 +79,15 @@ static TRIMMED_PAGES: AtomicU64 = AtomicU64::new(0);
 static SHORTAGES: AtomicU64 = AtomicU64::new(0);
 
 fn count_mapped(pages: u64) {
-    COUNTERS[cpu_index()].mapped_pages.fetch_add(pages, Ordering::Relaxed);
+    COUNTERS[cpu_index()]
+        .mapped_pages
+        .fetch_add(pages, Ordering::Relaxed);
 }
 
 fn count_unmapped(pages: u64) {
-    COUNTERS[cpu_index()].unmapped_pages.fetch_add(pages, Ordering::Relaxed);
+    COUNTERS[cpu_index()]
+        .unmapped_pages
+        .fetch_add(pages, Ordering::Relaxed);
 }
 
 /// Stack memory now, from counters kept up to date (no walk over threads).
@@ -250,7 +258,14 @@ impl Stack {
 
     /// Takes the right to run on this stack. Fails while trim works on it.
     pub fn try_claim(&self) -> bool {
-        self.claim.compare_exchange(CLAIM_FREE, CLAIM_RUNNING, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        self.claim
+            .compare_exchange(
+                CLAIM_FREE,
+                CLAIM_RUNNING,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }
 
     /// Gives up the right taken by [`try_claim`](Self::try_claim), once the registers are saved.
@@ -330,7 +345,9 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
     }
     stack.grow_faults.fetch_add(1, Ordering::Relaxed);
     let counters = &COUNTERS[cpu];
-    counters.mapped_pages.fetch_add(pages as u64, Ordering::Relaxed);
+    counters
+        .mapped_pages
+        .fetch_add(pages as u64, Ordering::Relaxed);
     counters.grow_faults.fetch_add(1, Ordering::Relaxed);
     FaultOutcome::Grown
 }
@@ -347,14 +364,20 @@ pub fn trim(stack: &Stack, saved_sp: u64) -> u32 {
     }
     if stack
         .claim
-        .compare_exchange(CLAIM_FREE, CLAIM_TRIMMING, Ordering::Acquire, Ordering::Relaxed)
+        .compare_exchange(
+            CLAIM_FREE,
+            CLAIM_TRIMMING,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        )
         .is_err()
     {
         return 0;
     }
     let top = stack.top();
     let mapped = stack.mapped_pages.load(Ordering::Relaxed);
-    let keep_from = align_down(saved_sp.saturating_sub(TRIM_MARGIN), PAGE).min(top - initial_pages(StackPolicy::Dynamic) as u64 * PAGE);
+    let keep_from = align_down(saved_sp.saturating_sub(TRIM_MARGIN), PAGE)
+        .min(top - initial_pages(StackPolicy::Dynamic) as u64 * PAGE);
     let bottom = top - mapped as u64 * PAGE;
     let freed = if saved_sp > bottom && saved_sp <= top && keep_from > bottom {
         let n = ((keep_from - bottom) / PAGE) as u32;
@@ -374,7 +397,9 @@ pub fn trim(stack: &Stack, saved_sp: u64) -> u32 {
 pub fn trim_all() -> u64 {
     let mut freed = 0u64;
     crate::sched::for_each_thread_chunked(&mut |t| {
-        if t.kind != crate::sched::ThreadKind::Idle && t.state() != crate::sched::ThreadState::Running {
+        if t.kind != crate::sched::ThreadKind::Idle
+            && t.state() != crate::sched::ThreadState::Running
+        {
             freed += trim(&t.stack, t.context.sp_el0) as u64;
         }
     });

@@ -19,8 +19,12 @@ struct Reserve {
 // SAFETY: each reserve is only used by its own CPU with IRQs masked (see module doc).
 unsafe impl Sync for Reserve {}
 
-static RESERVES: [Reserve; MAX_CPUS] =
-    [const { Reserve { pages: UnsafeCell::new(Vec::new()), len: AtomicUsize::new(0) } }; MAX_CPUS];
+static RESERVES: [Reserve; MAX_CPUS] = [const {
+    Reserve {
+        pages: UnsafeCell::new(Vec::new()),
+        len: AtomicUsize::new(0),
+    }
+}; MAX_CPUS];
 
 /// Gives each CPU room for `capacity` pages (so filling never reallocates).
 pub fn init(cpus: usize, capacity: usize) {
@@ -66,5 +70,8 @@ pub fn take(cpu: usize) -> Option<u64> {
 
 /// Pages held in all reserves.
 pub fn total_pages() -> u64 {
-    RESERVES.iter().map(|r| r.len.load(Ordering::Relaxed) as u64).sum()
+    RESERVES
+        .iter()
+        .map(|r| r.len.load(Ordering::Relaxed) as u64)
+        .sum()
 }

@@ -58,9 +58,20 @@ impl fmt::Display for TrapFrame {
         for (i, pair) in self.x.chunks(2).enumerate() {
             let r = i * 2;
             if pair.len() == 2 {
-                writeln!(f, "  x{:<2} {:#018x}  x{:<2} {:#018x}", r, pair[0], r + 1, pair[1])?;
+                writeln!(
+                    f,
+                    "  x{:<2} {:#018x}  x{:<2} {:#018x}",
+                    r,
+                    pair[0],
+                    r + 1,
+                    pair[1]
+                )?;
             } else {
-                writeln!(f, "  x{:<2} {:#018x}  sp  {:#018x}", r, pair[0], self.sp_el0)?;
+                writeln!(
+                    f,
+                    "  x{:<2} {:#018x}  sp  {:#018x}",
+                    r, pair[0], self.sp_el0
+                )?;
             }
         }
         write!(f, "  elr {:#018x}  spsr {:#010x}", self.elr, self.spsr)
@@ -178,10 +189,25 @@ pub fn fault_status_name(fsc: u8) -> &'static str {
 
 impl fmt::Display for Syndrome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "esr={:#x} ec={:#x} ({})", self.0, self.ec(), class_name(self.ec()))?;
-        if matches!(self.class(), ExceptionClass::DataAbort | ExceptionClass::InstructionAbort) {
+        write!(
+            f,
+            "esr={:#x} ec={:#x} ({})",
+            self.0,
+            self.ec(),
+            class_name(self.ec())
+        )?;
+        if matches!(
+            self.class(),
+            ExceptionClass::DataAbort | ExceptionClass::InstructionAbort
+        ) {
             let fsc = self.fault_status();
-            write!(f, " fsc={:#x} ({}, level {})", fsc, fault_status_name(fsc), fsc & 3)?;
+            write!(
+                f,
+                " fsc={:#x} ({}, level {})",
+                fsc,
+                fault_status_name(fsc),
+                fsc & 3
+            )?;
             if self.class() == ExceptionClass::DataAbort {
                 write!(f, " {}", if self.is_write() { "write" } else { "read" })?;
             }
