@@ -56,6 +56,7 @@ BASE_MACHINE = "virt"
 BASE_OPTIONS = {"-cpu": "cortex-a72", "-smp": "4", "-m": "512M"}
 TAIL_LINES = 30
 DEFAULT_TIMEOUT = 60
+MAX_OUTPUT = 32 << 20  # bytes of a boot's output kept (the last ones)
 
 TEST_LINE = re.compile(r"^TEST (.+?) \.\.\. (ok|FAILED)(?::\s*(.*))?$")
 TESTS_LINE = re.compile(r"^TESTS passed=(\d+) failed=(\d+)")
@@ -365,12 +366,17 @@ class Runner:
             finally:
                 with self.lock:
                     self.live.discard(proc.pid)
-            out.seek(0)
+            if self.stopping:  # killed by stop_all: nothing to report
+                raise KeyboardInterrupt
+            size = out.seek(0, os.SEEK_END)
+            out.seek(max(0, size - MAX_OUTPUT))
             data = out.read()
         text = data.decode("utf-8", "replace")
         lines = [line.rstrip("\r") for line in text.split("\n")]
         if lines and lines[-1] == "":
             lines.pop()
+        if size > MAX_OUTPUT:  # a runaway kernel: keep the end
+            lines[0] = f"[run_tests.py: the first {size - MAX_OUTPUT} bytes of output were dropped]"
         return Boot(command, status, lines, time.monotonic() - start)
 
     @staticmethod
@@ -516,6 +522,11 @@ def run_host_tests(host: str, substring: str | None, report: Report) -> None:
 # Main
 
 
+def interrupt(signum, frame) -> None:
+    """SIGTERM and SIGHUP stop the run like Ctrl-C does: no QEMU is left behind."""
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="QEMU boots at once (default: cores)")
@@ -530,6 +541,8 @@ def main() -> int:
         "--list-test-targets", action="store_true", help="print the [[test]] targets of Cargo.toml, and stop"
     )
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
     args.manifest = args.manifest.resolve()
     if args.kernel:
         args.kernel = str(Path(args.kernel).resolve())

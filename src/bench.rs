@@ -1,10 +1,423 @@
-//! The `bench` command: dynamic against fixed stacks, in one boot.
+//! The `bench` command: dynamic against fixed stacks, measured in one boot.
+//!
+//! Each benchmark alternates the two policies round by round, so drift in the machine (QEMU
+//! translation caches, host load) hits both alike, and prints one `BENCH name=... key=value`
+//! line. Times come from the generic timer over batches long enough that its resolution does
+//! not matter; under `make bench` QEMU runs with `-icount shift=0`, so one instruction is one
+//! nanosecond and the figures repeat exactly. Calls `sched`, `stack` and `mm::frame`.
+use alloc::vec::Vec;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Runs the benchmarks (`quick`: a few rounds, for tests), one `BENCH` line each.
+use crate::arch::timer;
+use crate::cmdline::StackPolicy;
+use crate::mm::frame;
+use crate::sched::{self, ThreadKind};
+use crate::stack;
+
+/// Sizes of one run.
+struct Plan {
+    create_rounds: u32,
+    fault_rounds: u32,
+    svc_calls: u32,
+    switch_rounds: u32,
+    switch_yields: u32,
+    density_kib: u64,
+    memory_threads: &'static [usize],
+    scale_rounds: u32,
+}
+
+const QUICK: Plan = Plan {
+    create_rounds: 20,
+    fault_rounds: 20,
+    svc_calls: 2000,
+    switch_rounds: 2,
+    switch_yields: 200,
+    density_kib: 4096,
+    memory_threads: &[100],
+    scale_rounds: 10,
+};
+
+const FULL: Plan = Plan {
+    create_rounds: 400,
+    fault_rounds: 400,
+    svc_calls: 50_000,
+    switch_rounds: 10,
+    switch_yields: 2000,
+    density_kib: 32 * 1024,
+    memory_threads: &[1000, 10_000],
+    scale_rounds: 200,
+};
+
+fn now_ns() -> u64 {
+    timer::ticks_to_ns(timer::now())
+}
+
+/// `a / b` with two decimals, from integers (the kernel has no floating point).
+struct Ratio(u64, u64);
+
+impl core::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.1 == 0 {
+            return f.write_str("0.00");
+        }
+        let hundredths = (self.0 as u128 * 100 + self.1 as u128 / 2) / self.1 as u128;
+        write!(f, "{}.{:02}", hundredths / 100, hundredths % 100)
+    }
+}
+
+/// Savings against fully mapped stacks, in tenths of a percent.
+struct Pct(u64, u64);
+
+impl core::fmt::Display for Pct {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", crate::shell::savings_pct(self.0, self.1))
+    }
+}
+
+/// Runs every benchmark (`quick`: small sizes, for tests), one `BENCH` line each.
 pub fn run(quick: bool, out: &mut dyn Write) {
-    let _ = (
-        quick,
-        writeln!(out, "error: benchmarks are not part of this build yet"),
+    if sched::workload_threads() > 0 {
+        let _ = writeln!(
+            out,
+            "error: bench: {} workload threads are running; `kill all` first",
+            sched::workload_threads()
+        );
+        return;
+    }
+    let plan = if quick { &QUICK } else { &FULL };
+    let _ = writeln!(
+        out,
+        "benchmarks, dynamic against fixed stacks (kstack.initial={} KiB, kstack.max={} KiB), {} CPUs{}",
+        stack::config().initial / 1024,
+        stack::config().max / 1024,
+        sched::online_count(),
+        if quick { ", quick" } else { "" }
     );
+    create(plan, out);
+    fault(plan, out);
+    switch(plan, out);
+    density(plan, out);
+    for &n in plan.memory_threads {
+        memory(n, out);
+    }
+    scale(plan, out);
+}
+
+fn policies() -> [StackPolicy; 2] {
+    [StackPolicy::Fixed, StackPolicy::Dynamic]
+}
+
+fn index(p: StackPolicy) -> usize {
+    match p {
+        StackPolicy::Fixed => 0,
+        StackPolicy::Dynamic => 1,
+    }
+}
+
+/// `create`: spawn a thread that returns at once and wait until it is gone.
+fn create(plan: &Plan, out: &mut dyn Write) {
+    let mut total = [0u64; 2];
+    for _ in 0..plan.create_rounds {
+        for p in policies() {
+            let t0 = now_ns();
+            match sched::spawn_with("bench-create", p, || {}) {
+                Ok(h) => h.join(),
+                Err(e) => {
+                    let _ = writeln!(out, "error: bench create: {}", e);
+                    return;
+                }
+            }
+            total[index(p)] += now_ns() - t0;
+        }
+    }
+    let n = plan.create_rounds as u64;
+    let _ = writeln!(
+        out,
+        "BENCH name=create fixed_ns={} dynamic_ns={} ratio={}",
+        total[0] / n,
+        total[1] / n,
+        Ratio(total[0], total[1])
+    );
+}
+
+/// `fault`: one growth fault against an empty `svc` round trip.
+fn fault(plan: &Plan, out: &mut dyn Write) {
+    let grow_ns = AtomicU64::new(0);
+    let grows = AtomicU64::new(0);
+    let initial = stack::initial_pages(StackPolicy::Dynamic) as u64;
+    let max = (stack::config().max / 4096) as u64;
+    for _ in 0..plan.fault_rounds {
+        let (ns, count) = (
+            &grow_ns as *const AtomicU64 as usize,
+            &grows as *const AtomicU64 as usize,
+        );
+        let h = sched::spawn_with("bench-fault", StackPolicy::Dynamic, move || {
+            // SAFETY: the counters outlive this thread (the caller joins it).
+            let (ns, count) =
+                unsafe { (&*(ns as *const AtomicU64), &*(count as *const AtomicU64)) };
+            // SAFETY: the running thread's control block.
+            let stack = unsafe { &(*sched::current_ptr()).stack };
+            let top = stack.top();
+            let faults_before = stack.grow_faults();
+            let t0 = now_ns();
+            for page in initial..max {
+                let addr = top - page * 4096 - 4096 + 64;
+                // SAFETY: inside this thread's reservation; the first touch of each page is a
+                // growth fault, which is what is measured.
+                unsafe { core::ptr::write_volatile(addr as *mut u64, page) };
+            }
+            let t1 = now_ns();
+            if stack.grow_faults() - faults_before == (max - initial) as u32 {
+                ns.fetch_add(t1 - t0, Ordering::Relaxed);
+                count.fetch_add(max - initial, Ordering::Relaxed);
+            }
+        });
+        match h {
+            Ok(h) => h.join(),
+            Err(e) => {
+                let _ = writeln!(out, "error: bench fault: {}", e);
+                return;
+            }
+        }
+    }
+    let svc = AtomicU64::new(0);
+    let svc_ptr = &svc as *const AtomicU64 as usize;
+    let calls = plan.svc_calls as u64;
+    if let Ok(h) = sched::spawn("bench-svc", move || {
+        let t0 = now_ns();
+        for _ in 0..calls {
+            sched::null_syscall();
+        }
+        // SAFETY: the caller joins this thread before `svc` goes out of scope.
+        unsafe { &*(svc_ptr as *const AtomicU64) }.store(now_ns() - t0, Ordering::Relaxed);
+    }) {
+        h.join();
+    }
+    let grows = grows.load(Ordering::Relaxed).max(1);
+    let grow = grow_ns.load(Ordering::Relaxed) / grows;
+    let svc_ns = svc.load(Ordering::Relaxed) / calls.max(1);
+    let _ = writeln!(
+        out,
+        "BENCH name=fault grow_ns={} svc_ns={} ratio={} faults={}",
+        grow,
+        svc_ns,
+        Ratio(grow, svc_ns),
+        grows
+    );
+}
+
+/// `switch`: two threads on one CPU yielding to each other.
+fn switch(plan: &Plan, out: &mut dyn Write) {
+    let mut total = [0u64; 2];
+    let cpu = 0;
+    let yields = plan.switch_yields;
+    for _ in 0..plan.switch_rounds {
+        for p in policies() {
+            let t0 = now_ns();
+            let a = sched::spawn_pinned("bench-sw-a", p, cpu, move || {
+                for _ in 0..yields {
+                    sched::yield_now();
+                }
+            });
+            let b = sched::spawn_pinned("bench-sw-b", p, cpu, move || {
+                for _ in 0..yields {
+                    sched::yield_now();
+                }
+            });
+            match (a, b) {
+                (Ok(a), Ok(b)) => {
+                    a.join();
+                    b.join();
+                }
+                _ => {
+                    let _ = writeln!(out, "error: bench switch: cannot start threads");
+                    return;
+                }
+            }
+            total[index(p)] += now_ns() - t0;
+        }
+    }
+    let switches = (plan.switch_rounds * yields * 2) as u64;
+    let _ = writeln!(
+        out,
+        "BENCH name=switch fixed_ns={} dynamic_ns={} ratio={}",
+        total[0] / switches,
+        total[1] / switches,
+        Ratio(total[1], total[0])
+    );
+}
+
+fn wait_settled() {
+    let deadline = timer::now() + timer::ns_to_ticks(60_000_000_000);
+    while sched::unsettled() > 0 && timer::now() < deadline {
+        sched::sleep_ms(1);
+    }
+}
+
+/// `density`: how many idle threads fit in the same memory under each policy.
+fn density(plan: &Plan, out: &mut dyn Write) {
+    let mut fit = [0u64; 2];
+    for p in policies() {
+        let free0 = frame::free_pages();
+        let budget_pages = plan.density_kib / 4;
+        let mut n = 0u64;
+        while free0.saturating_sub(frame::free_pages()) < budget_pages {
+            let (entry, arg) =
+                crate::workload::entry_for(&crate::shell::command::Profile::Idle, n as usize);
+            if sched::spawn_raw("bench-density", ThreadKind::Workload, p, entry, arg, None).is_err()
+            {
+                break;
+            }
+            n += 1;
+        }
+        wait_settled();
+        fit[index(p)] = n;
+        sched::kill_all(&mut |_, _| {});
+    }
+    let _ = writeln!(
+        out,
+        "BENCH name=density mem_kib={} fixed_threads={} dynamic_threads={} ratio={}",
+        plan.density_kib,
+        fit[0],
+        fit[1],
+        Ratio(fit[1], fit[0])
+    );
+}
+
+/// Stack pages mapped by the threads started since `base`.
+fn mapped_since(base: &stack::Stats) -> u64 {
+    stack::stats()
+        .mapped_pages
+        .saturating_sub(base.mapped_pages)
+}
+
+fn spawn_workload(profile: &crate::shell::command::Profile, n: usize) -> usize {
+    let mut created = 0;
+    for i in 0..n {
+        let (entry, arg) = crate::workload::entry_for(profile, i);
+        if sched::spawn_raw(
+            "bench-memory",
+            ThreadKind::Workload,
+            StackPolicy::Dynamic,
+            entry,
+            arg,
+            None,
+        )
+        .is_ok()
+        {
+            created += 1;
+        }
+    }
+    created
+}
+
+/// `memory`: savings for `idle`, `mix` after settle, and `mix` after trim, at `n` threads.
+fn memory(n: usize, out: &mut dyn Write) {
+    use crate::shell::command::Profile;
+    let max_kib = stack::config().max as u64 / 1024;
+    let base = stack::stats();
+    let idle = spawn_workload(&Profile::Idle, n) as u64;
+    wait_settled();
+    let idle_kib = mapped_since(&base) * 4;
+    sched::kill_all(&mut |_, _| {});
+    let base = stack::stats();
+    let mix = spawn_workload(&Profile::Mix, n) as u64;
+    wait_settled();
+    let mix_kib = mapped_since(&base) * 4;
+    stack::trim_all();
+    let trim_kib = mapped_since(&base) * 4;
+    sched::kill_all(&mut |_, _| {});
+    let _ = writeln!(
+        out,
+        "BENCH name=memory threads={} fixed_kib={} idle_kib={} mix_kib={} trim_kib={} idle_pct={} mix_pct={} mix_trim_pct={}",
+        n,
+        n as u64 * max_kib,
+        idle_kib,
+        mix_kib,
+        trim_kib,
+        Pct(idle_kib, idle * max_kib),
+        Pct(mix_kib, mix * max_kib),
+        Pct(trim_kib, mix * max_kib)
+    );
+}
+
+/// `scale`: growth faults per second with 1, 2 and 4 CPUs faulting at once.
+fn scale(plan: &Plan, out: &mut dyn Write) {
+    let online = sched::online_count();
+    let mut rates: Vec<(usize, u64)> = Vec::new();
+    for cpus in [1usize, 2, 4] {
+        if cpus > online {
+            break;
+        }
+        let results: Vec<AtomicU64> = (0..cpus * 2).map(|_| AtomicU64::new(0)).collect();
+        let results_ptr = results.as_ptr() as usize;
+        let rounds = plan.scale_rounds;
+        let mut handles = Vec::new();
+        for cpu in 0..cpus {
+            let h = sched::spawn_pinned("bench-scale", StackPolicy::Dynamic, cpu, move || {
+                for _ in 0..rounds {
+                    let child = sched::spawn_pinned(
+                        "bench-scale-c",
+                        StackPolicy::Dynamic,
+                        cpu,
+                        move || {
+                            // SAFETY: `results` outlives every thread here (the caller joins the
+                            // workers, which join their children).
+                            let slots = unsafe {
+                                core::slice::from_raw_parts(
+                                    results_ptr as *const AtomicU64,
+                                    cpus * 2,
+                                )
+                            };
+                            // SAFETY: the running thread's control block.
+                            let stack = unsafe { &(*sched::current_ptr()).stack };
+                            let top = stack.top();
+                            let initial = stack::initial_pages(StackPolicy::Dynamic) as u64;
+                            let max = (stack::config().max / 4096) as u64;
+                            let t0 = now_ns();
+                            for page in initial..max {
+                                // SAFETY: inside this thread's reservation (a growth fault).
+                                unsafe {
+                                    core::ptr::write_volatile(
+                                        (top - page * 4096 - 4096 + 64) as *mut u64,
+                                        page,
+                                    )
+                                };
+                            }
+                            slots[cpu * 2].fetch_add(now_ns() - t0, Ordering::Relaxed);
+                            slots[cpu * 2 + 1].fetch_add(max - initial, Ordering::Relaxed);
+                        },
+                    );
+                    if let Ok(c) = child {
+                        c.join();
+                    }
+                }
+            });
+            if let Ok(h) = h {
+                handles.push(h);
+            }
+        }
+        for h in handles {
+            h.join();
+        }
+        // Each CPU's rate over its own time spent faulting, summed: what the CPUs achieve
+        // together while faulting at the same time.
+        let mut rate = 0u64;
+        for cpu in 0..cpus {
+            let ns = results[cpu * 2].load(Ordering::Relaxed).max(1);
+            let faults = results[cpu * 2 + 1].load(Ordering::Relaxed);
+            rate += faults * 1_000_000_000 / ns;
+        }
+        rates.push((cpus, rate));
+    }
+    let one = rates.first().map(|r| r.1).unwrap_or(0);
+    let _ = write!(out, "BENCH name=scale");
+    for (cpus, rate) in &rates {
+        let _ = write!(out, " cpus{}_faults_per_sec={}", cpus, rate);
+    }
+    for (cpus, rate) in rates.iter().skip(1) {
+        let _ = write!(out, " ratio{}={}", cpus, Ratio(*rate, one));
+    }
+    let _ = writeln!(out);
 }

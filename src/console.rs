@@ -116,25 +116,30 @@ impl Write for Console {
     }
 }
 
+/// Moves bytes waiting in the device into the input ring; true if there were any.
+fn drain_device() -> bool {
+    let Some(dev) = DEVICE.get() else {
+        return false;
+    };
+    let mut got = false;
+    let mut ring = INPUT.lock();
+    while let Some(b) = dev.try_read_byte() {
+        if ring.len == INPUT_SIZE {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let tail = (ring.head + ring.len) % INPUT_SIZE;
+        ring.buf[tail] = b;
+        ring.len += 1;
+        got = true;
+    }
+    got
+}
+
 /// Called from the UART interrupt: moves received bytes into the input ring and wakes the
 /// reader.
 pub fn on_input_interrupt() {
-    let Some(dev) = DEVICE.get() else { return };
-    let mut got = false;
-    {
-        let mut ring = INPUT.lock();
-        while let Some(b) = dev.try_read_byte() {
-            if ring.len == INPUT_SIZE {
-                DROPPED.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let tail = (ring.head + ring.len) % INPUT_SIZE;
-            ring.buf[tail] = b;
-            ring.len += 1;
-            got = true;
-        }
-    }
-    if got {
+    if drain_device() {
         let reader = READER.load(Ordering::Acquire);
         if !reader.is_null() {
             // SAFETY: the reader is the shell thread, blocked in read_byte; it never exits
@@ -162,7 +167,9 @@ pub fn read_byte() -> u8 {
             return b;
         }
         READER.store(crate::sched::current_ptr(), Ordering::Release);
-        // Bytes that arrived between the check and registering as reader would not wake us.
+        // Bytes that arrived between the check and registering as reader would not wake us,
+        // nor would bytes that were already in the FIFO before its interrupt was enabled.
+        drain_device();
         if let Some(b) = pop_input() {
             READER.store(core::ptr::null_mut(), Ordering::Release);
             return b;

@@ -30,6 +30,12 @@ pub fn init(controller: &'static dyn InterruptController, timer: u32, uart: Opti
 pub fn init_this_cpu() {
     if let Some(c) = CONTROLLER.get() {
         c.init_cpu();
+        if !c.cpu_interface_ready() {
+            panic!(
+                "cpu {}: the interrupt controller's CPU interface did not come up (no redistributor, or GIC system registers unusable)",
+                crate::percpu::cpu_index()
+            );
+        }
         c.enable(TIMER_INTID.load(Ordering::Relaxed));
     }
 }

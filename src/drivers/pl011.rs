@@ -178,12 +178,14 @@ impl Pl011 {
         // The TRM forbids reprogramming the line while a character is going out.
         self.quiesce();
 
-        // Clearing FEN flushes both FIFOs; the following write then re-enables them. Each
-        // LCR_H write also latches whatever divisor IBRD/FBRD hold, i.e. the firmware's.
+        // 8N1. FEN is left as the firmware (or reset) set it: changing it flushes the FIFOs,
+        // losing input typed or piped before boot got here, and QEMU then stops delivering
+        // the rest. Without FIFOs the receive interrupt fires per byte, which suits a
+        // console. Each LCR_H write also latches whatever divisor IBRD/FBRD hold, i.e. the
+        // firmware's.
+        let fen = regs.lcr_h.read(LCR_H::FEN);
         regs.lcr_h
-            .write(LCR_H::WLEN::EightBit + LCR_H::FEN::FifosDisabled);
-        regs.lcr_h
-            .write(LCR_H::WLEN::EightBit + LCR_H::FEN::FifosEnabled);
+            .write(LCR_H::WLEN::EightBit + LCR_H::FEN.val(fen));
 
         // Receive interrupts fire at 1/8 full so bursts are picked up early; single
         // keystrokes are caught by the receive-timeout interrupt enabled alongside.

@@ -342,6 +342,38 @@ pub fn spawn_with<F: FnOnce() + Send + 'static>(
 /// heap and the stack reserves never fail where they cannot report it.
 const SPAWN_LOW_WATER_PAGES: u64 = 512;
 
+/// Starts a system thread running `f` on CPU `cpu` only (it is never migrated), for
+/// benchmarks and tests that need to know where a thread runs.
+pub fn spawn_pinned<F: FnOnce() + Send + 'static>(
+    name: &str,
+    policy: StackPolicy,
+    cpu: usize,
+    f: F,
+) -> Result<JoinHandle, SpawnError> {
+    let boxed: Box<Box<dyn FnOnce() + Send>> = Box::new(Box::new(f));
+    let arg = Box::into_raw(boxed) as usize;
+    let state = Arc::new(JoinState {
+        done: AtomicBool::new(false),
+        waiter: AtomicPtr::new(core::ptr::null_mut()),
+    });
+    match spawn_raw_on(
+        name,
+        ThreadKind::System,
+        policy,
+        closure_entry,
+        arg,
+        Some(state.clone()),
+        Some(cpu),
+    ) {
+        Ok(tid) => Ok(JoinHandle { tid, state }),
+        Err(e) => {
+            // SAFETY: the thread was not created, so the closure is still ours.
+            drop(unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) });
+            Err(e)
+        }
+    }
+}
+
 /// Starts a thread calling `entry(arg)`; returns its id. Workload threads are counted for
 /// `settle` and may be killed.
 pub fn spawn_raw(
@@ -351,6 +383,19 @@ pub fn spawn_raw(
     entry: Entry,
     arg: usize,
     join: Option<Arc<JoinState>>,
+) -> Result<u64, SpawnError> {
+    spawn_raw_on(name, kind, policy, entry, arg, join, None)
+}
+
+/// [`spawn_raw`], optionally pinned to one CPU.
+fn spawn_raw_on(
+    name: &str,
+    kind: ThreadKind,
+    policy: StackPolicy,
+    entry: Entry,
+    arg: usize,
+    join: Option<Arc<JoinState>>,
+    pinned: Option<usize>,
 ) -> Result<u64, SpawnError> {
     if crate::mm::frame::free_pages() < SPAWN_LOW_WATER_PAGES + stack::initial_pages(policy) as u64
     {
@@ -378,6 +423,7 @@ pub fn spawn_raw(
     );
     t.context.x[1] = arg as u64;
     t.join = join;
+    t.pinned = pinned.is_some();
     t.unsettled = kind == ThreadKind::Workload;
     // SAFETY: `raw` is a fresh allocation of the right layout.
     unsafe { raw.write(t) };
@@ -387,7 +433,7 @@ pub fn spawn_raw(
     }
     THREADS.lock().insert(tid, raw as usize);
     if kind != ThreadKind::Idle {
-        enqueue_new(raw);
+        enqueue_new(raw, pinned);
     }
     Ok(tid)
 }
@@ -396,10 +442,10 @@ fn online_cpus() -> usize {
     ONLINE_COUNT.load(Ordering::Relaxed).max(1)
 }
 
-fn enqueue_new(t: *mut Thread) {
+fn enqueue_new(t: *mut Thread, pinned: Option<usize>) {
     // Round robin over online CPUs; idle CPUs also steal, so the load evens out.
     let n = online_cpus();
-    let mut cpu = NEXT_CPU.fetch_add(1, Ordering::Relaxed) % MAX_CPUS;
+    let mut cpu = pinned.unwrap_or_else(|| NEXT_CPU.fetch_add(1, Ordering::Relaxed)) % MAX_CPUS;
     for _ in 0..MAX_CPUS {
         if ONLINE[cpu].load(Ordering::Relaxed) || n == 1 && cpu == 0 {
             break;
@@ -694,6 +740,10 @@ fn steal(cpu: usize) -> Option<*mut Thread> {
             continue;
         }
         if let Some(mut q) = QUEUES[victim].try_lock() {
+            // SAFETY: the head is a live control block in that queue, under its lock.
+            if q.head.is_null() || unsafe { (*q.head).pinned } {
+                continue;
+            }
             if let Some(t) = q.pop_front() {
                 QUEUE_LEN[victim].store(q.len, Ordering::Relaxed);
                 // SAFETY: taken from a run queue under its lock; it is ours now.

@@ -81,10 +81,16 @@ drop_to_el1:
     lsr     x9, x9, #2
     cmp     x9, #3
     b.ne    1f
-    // EL3: non-secure, EL2 and EL1 AArch64, HVC enabled; continue at EL2.
+    // EL3: non-secure, lower ELs AArch64, HVC enabled; continue at EL2 if the CPU has
+    // one, else straight at EL1.
     mov     x10, #((1 << 10) | (1 << 8) | (1 << 0))
     msr     scr_el3, x10
-    mov     x10, #0x3c9                 // EL2h, DAIF masked
+    mrs     x10, id_aa64pfr0_el1
+    ubfx    x10, x10, #8, #4            // EL2 implemented?
+    mov     x11, #0x3c9                 // EL2h, DAIF masked
+    mov     x12, #0x3c5                 // EL1h, DAIF masked
+    cmp     x10, #0
+    csel    x10, x12, x11, eq
     msr     spsr_el3, x10
     adr     x10, 1f
     msr     elr_el3, x10
@@ -103,6 +109,17 @@ drop_to_el1:
     mov     x10, #0x33ff
     msr     cptr_el2, x10
     msr     hstr_el2, xzr
+    // With a GICv3 CPU interface, EL1 may use its system registers (ICC_SRE_EL2.Enable|SRE);
+    // otherwise EL1's first ICC_SRE_EL1 access would trap to an EL2 with no handler.
+    mrs     x10, id_aa64pfr0_el1
+    ubfx    x10, x10, #24, #4
+    cbz     x10, 3f
+    mrs     x10, S3_4_C12_C9_5          // ICC_SRE_EL2
+    mov     x11, #0x9                   // SRE | Enable
+    orr     x10, x10, x11
+    msr     S3_4_C12_C9_5, x10
+    isb
+3:
     ldr     x10, =SCTLR_EL1_OFF
     msr     sctlr_el1, x10
     mov     x10, #0x3c5                 // EL1h, DAIF masked
