@@ -252,7 +252,9 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     if let Err(e) = sched::add_cpu(0).and_then(|_| sched::start_reaper()) {
         early_fail(format_args!("cannot create the first threads: {}", e));
     }
-    if let Err(e) = sched::spawn("main", || {
+    // The main thread (the shell) has a fixed stack, so it can run, and the user can kill
+    // things, even when memory has run out.
+    if let Err(e) = sched::spawn_with("main", crate::cmdline::StackPolicy::Fixed, || {
         // SAFETY: provided by the binary through kernel_main!.
         unsafe { __dynstack_main() }
     }) {

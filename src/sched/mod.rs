@@ -656,10 +656,12 @@ pub fn for_each_thread_chunked(f: &mut dyn FnMut(&Thread)) {
 
 /// Registers CPU `cpu`'s idle thread; the CPU counts as online from now on.
 pub fn add_cpu(cpu: usize) -> Result<(), SpawnError> {
+    // Fixed: the threads the kernel cannot do without must run even when no page can be
+    // found for a dynamic stack's reserve.
     let tid = spawn_raw(
         "idle",
         ThreadKind::Idle,
-        stack::default_policy(),
+        StackPolicy::Fixed,
         idle_loop,
         cpu,
         None,
@@ -755,6 +757,30 @@ fn steal(cpu: usize) -> Option<*mut Thread> {
     None
 }
 
+/// Takes one ready thread from the CPU with the longest queue, if that queue holds more
+/// than one (so balancing never just moves the imbalance).
+fn steal_from_busy(cpu: usize) -> Option<*mut Thread> {
+    let (victim, len) = QUEUE_LEN
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != cpu)
+        .map(|(i, l)| (i, l.load(Ordering::Relaxed)))
+        .max_by_key(|&(_, l)| l)?;
+    if len < 2 {
+        return None;
+    }
+    let mut q = QUEUES[victim].try_lock()?;
+    // SAFETY: the head is a live control block in that queue, under its lock.
+    if q.head.is_null() || unsafe { (*q.head).pinned } {
+        return None;
+    }
+    let t = q.pop_front()?;
+    QUEUE_LEN[victim].store(q.len, Ordering::Relaxed);
+    // SAFETY: taken from a run queue under its lock; it is ours now.
+    unsafe { (*t).cpu.store(cpu as u32, Ordering::Release) };
+    Some(t)
+}
+
 /// Picks the next thread for this CPU and loads its context into `frame`. The previous
 /// thread must already be saved (or dead) and queued wherever it belongs.
 fn switch_to_next(frame: &mut TrapFrame, cpu: usize, mut q: IrqMutexGuard<'_, CpuQueue>) {
@@ -789,6 +815,7 @@ fn switch_to_next(frame: &mut TrapFrame, cpu: usize, mut q: IrqMutexGuard<'_, Cp
         }
     };
     drop(q);
+    wake_reaper_if_asked();
     // SAFETY: `next` is a live control block chosen above (or this CPU's idle thread).
     let th = unsafe { &mut *next };
     th.set_state(ThreadState::Running);
@@ -829,6 +856,13 @@ pub fn on_timer_tick(frame: &mut TrapFrame) {
         // SAFETY: sleepers are live control blocks owned by this queue.
         unsafe { (*t).set_state(ThreadState::Ready) };
         q.push_back(t);
+    }
+    // Balance: a CPU with nothing queued pulls a waiting thread from a CPU with more than
+    // one, so threads that never sleep still share all CPUs.
+    if q.len == 0 {
+        if let Some(t) = steal_from_busy(cpu) {
+            q.push_back(t);
+        }
     }
     QUEUE_LEN[cpu].store(q.len, Ordering::Relaxed);
     let current = CURRENT[cpu].load(Ordering::Relaxed);
@@ -942,10 +976,11 @@ pub fn terminate_current(frame: &mut TrapFrame) {
 
 /// Starts the reaper, which returns dead threads' stacks and control blocks.
 pub fn start_reaper() -> Result<(), SpawnError> {
+    // Fixed, like idle: the reaper is what gives memory back when it has run out.
     let tid = spawn_raw(
         "reaper",
         ThreadKind::System,
-        stack::default_policy(),
+        StackPolicy::Fixed,
         reaper_loop,
         0,
         None,
@@ -955,6 +990,28 @@ pub fn start_reaper() -> Result<(), SpawnError> {
     Ok(())
 }
 
+/// Asks the reaper to trim sleeping threads' stacks (memory ran low). May be called with a
+/// run-queue lock held: the reaper is woken later, by [`switch_to_next`] once it has
+/// dropped that lock.
+pub fn request_trim() {
+    if !TRIM_REQUESTED.swap(true, Ordering::AcqRel) {
+        WAKE_REAPER.store(true, Ordering::Release);
+    }
+}
+
+static TRIM_REQUESTED: AtomicBool = AtomicBool::new(false);
+static WAKE_REAPER: AtomicBool = AtomicBool::new(false);
+
+fn wake_reaper_if_asked() {
+    if WAKE_REAPER.swap(false, Ordering::AcqRel) {
+        let reaper = REAPER.load(Ordering::Acquire);
+        if !reaper.is_null() {
+            // SAFETY: the reaper never exits.
+            unsafe { unpark(reaper) };
+        }
+    }
+}
+
 fn reaper_loop(_: usize) {
     loop {
         let list = {
@@ -962,6 +1019,10 @@ fn reaper_loop(_: usize) {
             core::mem::replace(&mut z.head, core::ptr::null_mut())
         };
         if list.is_null() {
+            if TRIM_REQUESTED.swap(false, Ordering::AcqRel) {
+                stack::trim_all();
+                continue;
+            }
             park();
             continue;
         }

@@ -287,6 +287,8 @@ pub fn prepare_switch_in(cpu: usize, stack: &Stack) -> bool {
         true
     } else {
         SHORTAGES.fetch_add(1, Ordering::Relaxed);
+        // Memory ran low: have the reaper give back what sleeping threads do not use.
+        crate::sched::request_trim();
         false
     }
 }

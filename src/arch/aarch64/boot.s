@@ -46,7 +46,15 @@ _start:
 .section .text.boot, "ax"
 primary_entry:
     msr     daifset, #0xf
-    mov     x19, x0                     // DTB physical address (0 on an ELF boot)
+    // Some loaders (QEMU booting at EL3 with no firmware) start every CPU here. Only the
+    // CPU with affinity 0.0.0 boots; the others park until PSCI or a spin table would
+    // start them properly, which such a machine cannot do, so they stay parked.
+    mrs     x9, mpidr_el1
+    and     x9, x9, #0xffffff
+    cbz     x9, 1f
+0:  wfe
+    b       0b
+1:  mov     x19, x0                     // DTB physical address (0 on an ELF boot)
     bl      drop_to_el1
     adr     x20, _start                 // where the image was loaded
 
@@ -81,18 +89,14 @@ drop_to_el1:
     lsr     x9, x9, #2
     cmp     x9, #3
     b.ne    1f
-    // EL3: non-secure, lower ELs AArch64, HVC enabled; continue at EL2 if the CPU has
-    // one, else straight at EL1.
-    mov     x10, #((1 << 10) | (1 << 8) | (1 << 0))
+    // EL3 with no firmware: stay in the Secure state (lower ELs AArch64) and go straight
+    // to EL1. Non-secure code could not configure the interrupt controller (interrupt
+    // groups are the firmware's), and there is no firmware here to do it.
+    mov     x10, #(1 << 10)
     msr     scr_el3, x10
-    mrs     x10, id_aa64pfr0_el1
-    ubfx    x10, x10, #8, #4            // EL2 implemented?
-    mov     x11, #0x3c9                 // EL2h, DAIF masked
-    mov     x12, #0x3c5                 // EL1h, DAIF masked
-    cmp     x10, #0
-    csel    x10, x12, x11, eq
+    mov     x10, #0x3c5                 // EL1h, DAIF masked
     msr     spsr_el3, x10
-    adr     x10, 1f
+    adr     x10, 2f
     msr     elr_el3, x10
     eret
 1:  mrs     x9, CurrentEL
