@@ -30,8 +30,9 @@ use core::fmt;
 use fdt::node::FdtNode;
 use fdt::Fdt;
 
-/// Largest blob accepted, in bytes. QEMU pads its trees to 1 MiB; real trees are far smaller.
-pub const MAX_TOTAL_SIZE: usize = 2 << 20;
+/// Largest blob accepted, in bytes. QEMU pads its own trees to 1 MiB and adds 64 KiB more
+/// to a tree given with `-dtb`; real trees are far smaller.
+pub const MAX_TOTAL_SIZE: usize = 8 << 20;
 /// Deepest node nesting accepted, counting the root as depth 1. Real trees stay under 10;
 /// the bound keeps the `fdt` crate's recursive node skipper on a short stack.
 pub const MAX_DEPTH: usize = 32;

@@ -7,7 +7,7 @@
 //! the main thread. Calls every subsystem's init.
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::{ReadWriteable, Readable, Writeable, MPIDR_EL1, TCR_EL1, VBAR_EL1};
 
@@ -88,8 +88,11 @@ fn early_fail(msg: core::fmt::Arguments) -> ! {
             crate::console::set_device(uart);
         }
     }
-    crate::console::write_fmt_emergency(format_args!("dynstack: boot failed: {}\n", msg));
-    semihosting::eprintln!("dynstack: boot failed: {}", msg);
+    if crate::console::is_ready() {
+        crate::console::write_fmt_emergency(format_args!("dynstack: boot failed: {}\n", msg));
+    } else {
+        semihosting::eprintln!("dynstack: boot failed: {}", msg);
+    }
     semihosting::process::exit(1)
 }
 
@@ -145,7 +148,7 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     kspace::init(image_pa, image_bytes);
 
     let dtb_pa = if dtb_pa == 0 {
-        board::DTB_FALLBACK_PA
+        board::dtb_fallback_pa()
     } else {
         dtb_pa
     };
@@ -268,8 +271,27 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     sched::start_this_cpu()
 }
 
+/// Sets up the interrupt controller the device tree names, and registers it with `irq`
+/// together with the IDs the timer (the EL1 virtual timer, the third `timer` interrupt) and
+/// the console UART raise through it.
+///
+/// A GIC's specifiers are the three-cell GIC format. The Pi 3's BCM2836 pair has two
+/// two-cell formats: the timer's are the local controller's (`<source flags>`), the UART's
+/// are armctrl's (`<bank bit>`), because on these SoCs the generic timer reaches only the
+/// local controller and the peripherals only armctrl.
 fn init_interrupts(machine: &MachineInfo) {
-    let controller: &'static dyn crate::drivers::gic::InterruptController =
+    use crate::drivers::bcm2836::{self, Bcm2836};
+    use crate::drivers::gic::InterruptController;
+
+    let timer_spec = machine.timer.as_ref().and_then(|t| t.interrupts.get(2));
+    let uart_spec = machine.uart.as_ref().and_then(|u| u.irq.as_ref());
+    let gic_ids = || {
+        (
+            timer_spec.and_then(|s| s.gic_intid()).unwrap_or(27),
+            uart_spec.and_then(|s| s.gic_intid()),
+        )
+    };
+    let (controller, timer_intid, uart_intid): (&'static dyn InterruptController, u32, _) =
         match &machine.interrupt_controller {
             Some(dtb::InterruptController::GicV2 {
                 distributor,
@@ -277,10 +299,12 @@ fn init_interrupts(machine: &MachineInfo) {
             }) => {
                 let d = map_or_fail(distributor.base, distributor.size);
                 let c = map_or_fail(cpu_interface.base, cpu_interface.size);
+                let (timer, uart) = gic_ids();
                 // SAFETY: the GIC's registers, just mapped.
-                Box::leak(Box::new(unsafe {
+                let gic = Box::leak(Box::new(unsafe {
                     crate::drivers::gic::v2::GicV2::new(d as usize, c as usize)
-                }))
+                }));
+                (gic, timer, uart)
             }
             Some(dtb::InterruptController::GicV3 {
                 distributor,
@@ -288,31 +312,40 @@ fn init_interrupts(machine: &MachineInfo) {
             }) => {
                 let d = map_or_fail(distributor.base, distributor.size);
                 let r = map_or_fail(redistributors.base, redistributors.size);
+                let (timer, uart) = gic_ids();
                 // SAFETY: as above.
-                Box::leak(Box::new(unsafe {
+                let gic = Box::leak(Box::new(unsafe {
                     crate::drivers::gic::v3::GicV3::new(
                         d as usize,
                         r as usize,
                         redistributors.size as usize,
                     )
-                }))
+                }));
+                (gic, timer, uart)
             }
-            _ => early_fail(format_args!(
-                "no supported interrupt controller (GICv2 or GICv3) in the device tree"
+            Some(dtb::InterruptController::Bcm2836 { local, peripheral }) => {
+                let l = map_or_fail(local.base, local.size.max(bcm2836::LOCAL_SIZE));
+                let p =
+                    peripheral.map(|r| map_or_fail(r.base, r.size.max(bcm2836::PERIPHERAL_SIZE)));
+                let timer = timer_spec
+                    .filter(|s| s.count == 2)
+                    .and_then(|s| bcm2836::local_intid(s.cells[0]))
+                    .unwrap_or(bcm2836::VIRTUAL_TIMER_INTID);
+                let uart = uart_spec
+                    .filter(|s| s.count == 2 && p.is_some())
+                    .and_then(|s| bcm2836::peripheral_intid(s.cells[0], s.cells[1]));
+                // SAFETY: both controllers' registers, just mapped (at least the sizes the
+                // driver needs).
+                let intc = Box::leak(Box::new(unsafe {
+                    Bcm2836::new(l as usize, p.map(|p| p as usize))
+                }));
+                (intc, timer, uart)
+            }
+            None => early_fail(format_args!(
+                "no supported interrupt controller (GICv2, GICv3 or BCM2836) in the device tree"
             )),
         };
     controller.init_distributor();
-    let timer_intid = machine
-        .timer
-        .as_ref()
-        .and_then(|t| t.interrupts.get(2))
-        .and_then(|s| s.gic_intid())
-        .unwrap_or(27);
-    let uart_intid = machine
-        .uart
-        .as_ref()
-        .and_then(|u| u.irq.as_ref())
-        .and_then(|s| s.gic_intid());
     crate::irq::init(controller, timer_intid, uart_intid);
     if uart_intid.is_some() {
         crate::console::enable_input_interrupt();
@@ -347,15 +380,26 @@ fn map_exception_stack(cpu: usize) {
 /// Stack pointer handed to the next secondary CPU that starts.
 #[unsafe(no_mangle)]
 static SECONDARY_BOOT_SP: AtomicU64 = AtomicU64::new(0);
+/// CPU index of the next secondary CPU that starts (PSCI passes it in `x0` too; the spin
+/// table cannot).
+static SECONDARY_BOOT_CPU: AtomicUsize = AtomicUsize::new(0);
 static SECONDARY_UP: AtomicBool = AtomicBool::new(false);
 static BOOT_DONE: AtomicBool = AtomicBool::new(false);
 
+/// How a secondary CPU is started.
+#[derive(Clone, Copy)]
+enum StartMethod {
+    /// PSCI `CPU_ON` through this conduit.
+    Psci(Conduit),
+    /// The spin table: the CPU polls this physical address with its MMU off.
+    SpinTable(u64),
+}
+
+/// Starts the secondary CPUs the device tree lists, one at a time, each by its own
+/// `enable-method` (PSCI `CPU_ON` on QEMU `virt`, the spin table on the Raspberry Pi), and
+/// waits up to a second for each to come up.
 fn start_secondaries(cpus: usize) {
     let info = boot_info();
-    let Some(conduit) = info.psci else {
-        println!("dynstack: no PSCI in the device tree; running on one CPU");
-        return;
-    };
     let me = MPIDR_EL1.get() & 0xff_00ff_ffff;
     let entry_pa = kspace::image_va_to_pa(secondary_entry as *const () as u64);
     let mut index = 1;
@@ -363,6 +407,20 @@ fn start_secondaries(cpus: usize) {
         if cpu.mpidr == me || index >= cpus {
             continue;
         }
+        let method = match cpu.enable {
+            dtb::EnableMethod::Psci => info.psci.map(StartMethod::Psci),
+            dtb::EnableMethod::SpinTable { release_addr } => {
+                Some(StartMethod::SpinTable(release_addr))
+            }
+            dtb::EnableMethod::None => None,
+        };
+        let Some(method) = method else {
+            println!(
+                "dynstack: cpu mpidr {:#x}: no enable method this kernel can use (PSCI with a psci node, or spin-table); not started",
+                cpu.mpidr
+            );
+            continue;
+        };
         crate::percpu::get(index)
             .mpidr
             .store(cpu.mpidr, Ordering::Relaxed);
@@ -376,11 +434,20 @@ fn start_secondaries(cpus: usize) {
         // Start below the top of its exception stack: the first thread's frame is copied to
         // the very top (enter_first_frame), and must not overlap the stack in use then.
         SECONDARY_BOOT_SP.store(layout::exception_stack_top(index) - 4096, Ordering::Release);
+        SECONDARY_BOOT_CPU.store(index, Ordering::Release);
         SECONDARY_UP.store(false, Ordering::Release);
         // The secondary reads nothing written since boot before its MMU and caches are on
         // (its first reads are the boot tables, written with the MMU off), so no cache
-        // maintenance is needed here.
-        match psci::cpu_on(conduit, cpu.mpidr, entry_pa, index as u64) {
+        // maintenance is needed here, except for the spin table's release address, which it
+        // polls with its caches off.
+        let started = match method {
+            StartMethod::Psci(conduit) => psci::cpu_on(conduit, cpu.mpidr, entry_pa, index as u64)
+                .map_err(|e| alloc::format!("{}", e)),
+            StartMethod::SpinTable(release_addr) => {
+                spin_table_release(release_addr, entry_pa).map_err(alloc::string::String::from)
+            }
+        };
+        match started {
             Ok(()) => {
                 let deadline =
                     crate::arch::timer::now() + crate::arch::timer::ns_to_ticks(1_000_000_000);
@@ -404,10 +471,44 @@ fn start_secondaries(cpus: usize) {
     }
 }
 
-/// Entered from `boot.s` on a secondary CPU, MMU on, on its exception stack.
+/// Releases a CPU parked on a spin table: stores `entry_pa` at `release_addr`, where the
+/// CPU polls with its MMU and caches off, cleans it to the point of coherency, and wakes
+/// the CPU with `sev`.
+fn spin_table_release(release_addr: u64, entry_pa: u64) -> Result<(), &'static str> {
+    if !release_addr.is_multiple_of(8) {
+        return Err("the spin table's release address is not 8-byte aligned");
+    }
+    // The Pi's release addresses are in RAM (a reserved page), so in the linear map; any
+    // other place gets a device mapping, which needs no cleaning but takes no harm from it.
+    let linear = phys_to_virt(release_addr);
+    let va = if kspace::query(linear).is_some() {
+        linear
+    } else {
+        kspace::map_device(release_addr, 8)
+            .map_err(|_| "cannot map the spin table's release address")?
+    };
+    // SAFETY: `va` maps the 8 aligned bytes at `release_addr`, which the firmware set aside
+    // for releasing this CPU; the cache maintenance, barrier and event have no other memory
+    // effects.
+    unsafe {
+        core::ptr::write_volatile(va as *mut u64, entry_pa);
+        core::arch::asm!(
+            "dc cvac, {va}",
+            "dsb sy",
+            "sev",
+            va = in(reg) va,
+            options(nostack, preserves_flags)
+        );
+    }
+    Ok(())
+}
+
+/// Entered from `boot.s` on a secondary CPU, MMU on, on its exception stack. `_context` is
+/// PSCI's context argument (the CPU index); the spin table passes nothing, so the index
+/// comes from [`SECONDARY_BOOT_CPU`] either way.
 #[unsafe(no_mangle)]
-extern "C" fn secondary_kernel_entry(cpu: u64) -> ! {
-    let cpu = cpu as usize;
+extern "C" fn secondary_kernel_entry(_context: u64) -> ! {
+    let cpu = SECONDARY_BOOT_CPU.load(Ordering::Acquire);
     crate::percpu::init_this_cpu(cpu, MPIDR_EL1.get() & 0xff_00ff_ffff);
     set_vectors();
     drop_identity_map();

@@ -4,7 +4,7 @@
 //! 0xFFFF_0000_0000_0000  linear map of physical memory (VA = LINEAR_BASE + PA)
 //! 0xFFFF_8000_0000_0000  stack arena: thread stack reservations, each with a guard gap below
 //! 0xFFFF_FFFE_0000_0000  device (MMIO) window, handed out in page multiples
-//! 0xFFFF_FFFE_8000_0000  DTB window (up to 2 MiB, mapped read-only)
+//! 0xFFFF_FFFE_8000_0000  DTB window (up to 8 MiB, mapped read-only)
 //! 0xFFFF_FFFF_0000_0000  per-CPU exception stacks, each 32 KiB window = 16 KiB guard + 16 KiB stack
 //! 0xFFFF_FFFF_8000_0000  kernel image (text RX, rodata R, data/bss RW)
 //! ```

@@ -498,8 +498,11 @@ pub unsafe fn unpark(t: *mut Thread) {
     }
 }
 
-/// Wakes a sleeping thread before its deadline (used by `kill`). `t` must be alive.
-fn wake_early(t: *mut Thread) {
+/// Ends a workload thread that has been asked to exit. One that is parked or sleeping is
+/// retired on the spot: it holds nothing (workload threads only wait at their resting point),
+/// so it need not run again just to exit. One that is ready or running exits the next time
+/// it is switched in. `t` must be alive (callers hold the thread table lock).
+fn end_killed(t: *mut Thread) {
     // SAFETY: callers hold the thread table lock, which keeps `t` alive.
     let th = unsafe { &mut *t };
     loop {
@@ -509,23 +512,37 @@ fn wake_early(t: *mut Thread) {
             continue;
         }
         match th.state() {
-            ThreadState::Sleeping => {
-                q.sleepers.remove(&(th.wake_at, th.tid));
-                th.set_state(ThreadState::Ready);
-                q.push_back(t);
-                QUEUE_LEN[cpu].store(q.len, Ordering::Relaxed);
+            ThreadState::Sleeping | ThreadState::Blocked => {
+                if th.state() == ThreadState::Sleeping {
+                    q.sleepers.remove(&(th.wake_at, th.tid));
+                }
+                if th.unsettled {
+                    th.unsettled = false;
+                    UNSETTLED.fetch_sub(1, Ordering::Relaxed);
+                }
+                th.set_state(ThreadState::Dead);
                 drop(q);
-                kick(cpu);
-            }
-            ThreadState::Blocked => {
-                drop(q);
-                // SAFETY: as above.
-                unsafe { unpark(t) };
+                hand_to_reaper(t);
             }
             ThreadState::Dead => {}
             _ => th.park_token = true,
         }
         return;
+    }
+}
+
+/// Queues a dead thread for the reaper and wakes it. Call with no run-queue lock held.
+fn hand_to_reaper(t: *mut Thread) {
+    {
+        let mut z = ZOMBIES.lock();
+        // SAFETY: dead, in no queue; the zombie list owns it now.
+        unsafe { (*t).next = z.head };
+        z.head = t;
+    }
+    let reaper = REAPER.load(Ordering::Acquire);
+    if !reaper.is_null() && reaper != t {
+        // SAFETY: the reaper never exits.
+        unsafe { unpark(reaper) };
     }
 }
 
@@ -556,7 +573,7 @@ fn request_kill(t: *mut Thread) -> bool {
         return false;
     }
     PENDING_KILLS.fetch_add(1, Ordering::Relaxed);
-    wake_early(t);
+    end_killed(t);
     true
 }
 
@@ -574,7 +591,7 @@ pub fn kill(tid: u64) -> Result<u64, KillError> {
             return Ok(0);
         }
     }
-    wait_for_kills(&mut |_, _| {});
+    wait_for_kills(&mut |_, _| {}, 1);
     Ok(1)
 }
 
@@ -603,12 +620,13 @@ pub fn kill_all(progress: &mut dyn FnMut(usize, usize)) -> u64 {
             break;
         }
     }
-    wait_for_kills(progress);
+    wait_for_kills(progress, killed as usize);
     killed
 }
 
-fn wait_for_kills(progress: &mut dyn FnMut(usize, usize)) {
-    let total = PENDING_KILLS.load(Ordering::Relaxed);
+/// Waits until every requested kill has been reaped; `progress(done, total)` about once a
+/// second, where `total` is how many this caller asked for.
+fn wait_for_kills(progress: &mut dyn FnMut(usize, usize), total: usize) {
     let mut last = timer::now();
     loop {
         let left = PENDING_KILLS.load(Ordering::Relaxed);
@@ -617,7 +635,7 @@ fn wait_for_kills(progress: &mut dyn FnMut(usize, usize)) {
         }
         let now = timer::now();
         if timer::ticks_to_ns(now - last) >= 1_000_000_000 {
-            progress(total - left, total);
+            progress(total.saturating_sub(left), total);
             last = now;
         }
         sleep_ms(1);
@@ -959,17 +977,7 @@ pub fn terminate_current(frame: &mut TrapFrame) {
         }
         th.set_state(ThreadState::Dead);
     }
-    {
-        let mut z = ZOMBIES.lock();
-        // SAFETY: dead, in no queue; the zombie list owns it now.
-        unsafe { (*t).next = z.head };
-        z.head = t;
-    }
-    let reaper = REAPER.load(Ordering::Acquire);
-    if !reaper.is_null() && reaper != t {
-        // SAFETY: the reaper never exits.
-        unsafe { unpark(reaper) };
-    }
+    hand_to_reaper(t);
     let q = QUEUES[cpu].lock();
     switch_to_next(frame, cpu, q);
 }
@@ -1026,38 +1034,50 @@ fn reaper_loop(_: usize) {
             park();
             continue;
         }
-        let mut t = list;
-        while !t.is_null() {
-            // SAFETY: dead control blocks handed over through the zombie list.
-            let next = unsafe { (*t).next };
-            reap(t);
-            t = next;
-        }
+        reap_list(list);
     }
 }
 
-fn reap(t: *mut Thread) {
-    // SAFETY: a dead thread no CPU runs or queues any more.
-    let th = unsafe { &mut *t };
-    THREADS.lock().remove(&th.tid);
-    if th.kind == ThreadKind::Workload {
-        WORKLOAD_THREADS.fetch_sub(1, Ordering::Relaxed);
-    }
-    if th.kill_requested.load(Ordering::Relaxed) {
-        PENDING_KILLS.fetch_sub(1, Ordering::Relaxed);
-    }
-    let join = th.join.take();
-    // SAFETY: `t` was allocated with this layout in spawn_raw and is dropped once, here.
-    let owned = unsafe { t.read() };
-    owned.stack.destroy();
-    // SAFETY: as above.
-    unsafe { alloc::alloc::dealloc(t as *mut u8, core::alloc::Layout::new::<Thread>()) };
-    if let Some(j) = join {
-        j.done.store(true, Ordering::Release);
-        let w = j.waiter.load(Ordering::Acquire);
-        if !w.is_null() {
-            // SAFETY: the waiter is blocked in join, hence alive.
-            unsafe { unpark(w) };
+/// Frees a list of dead threads (linked through `next`): control blocks, table entries,
+/// and their stacks in one batch; then tells whoever waits in `join`.
+fn reap_list(mut t: *mut Thread) {
+    const CHUNK: usize = 4096;
+    while !t.is_null() {
+        let mut batch = stack::ReleaseBatch::new();
+        let mut joins = alloc::vec::Vec::new();
+        let mut n = 0;
+        while !t.is_null() && n < CHUNK {
+            // SAFETY: dead control blocks handed over through the zombie list; no CPU runs
+            // or queues them any more.
+            let next = unsafe { (*t).next };
+            let th = unsafe { &mut *t };
+            THREADS.lock().remove(&th.tid);
+            if th.kind == ThreadKind::Workload {
+                WORKLOAD_THREADS.fetch_sub(1, Ordering::Relaxed);
+            }
+            if th.kill_requested.load(Ordering::Relaxed) {
+                PENDING_KILLS.fetch_sub(1, Ordering::Relaxed);
+            }
+            if let Some(j) = th.join.take() {
+                joins.push(j);
+            }
+            // SAFETY: `t` was allocated with this layout in spawn_raw and is moved out and
+            // freed once, here.
+            let owned = unsafe { t.read() };
+            batch.add(owned.stack);
+            // SAFETY: as above.
+            unsafe { alloc::alloc::dealloc(t as *mut u8, core::alloc::Layout::new::<Thread>()) };
+            t = next;
+            n += 1;
+        }
+        batch.finish();
+        for j in joins {
+            j.done.store(true, Ordering::Release);
+            let w = j.waiter.load(Ordering::Acquire);
+            if !w.is_null() {
+                // SAFETY: the waiter is blocked in join, hence alive.
+                unsafe { unpark(w) };
+            }
         }
     }
 }

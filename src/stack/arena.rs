@@ -119,6 +119,23 @@ pub fn publish() {
     crate::arch::tlb::HardwareTlb.after_map();
 }
 
+/// Clears the entries of `pages` pages from `va` up without invalidating the TLB, and adds
+/// their frames to `frames`. The caller must invalidate before the frames or the slot are
+/// used again (see `ReleaseBatch`).
+pub fn clear_pages(va: u64, pages: u32, frames: &mut Vec<u64>) {
+    for i in 0..pages {
+        let slot = descriptor_ptr(va + i as u64 * PAGE_SIZE as u64);
+        // SAFETY: as in map_page.
+        let desc = unsafe { core::ptr::read_volatile(slot) };
+        // SAFETY: as in map_page.
+        unsafe { core::ptr::write_volatile(slot, 0) };
+        let pa = desc & 0x0000_FFFF_FFFF_F000;
+        if pa != 0 {
+            frames.push(pa);
+        }
+    }
+}
+
 /// Unmaps `pages` pages from `va` up, invalidates them on every CPU and frees the frames.
 pub fn unmap_pages(va: u64, pages: u32) {
     if pages == 0 {

@@ -202,6 +202,14 @@ impl Stack {
         arena::free_slot(self.slot);
     }
 
+    /// Waits until nobody (trim) works on this stack and keeps others out: for a stack
+    /// whose thread is gone.
+    fn claim_for_release(&self) {
+        while !self.try_claim() {
+            core::hint::spin_loop();
+        }
+    }
+
     /// Lowest address of the reservation (the guard gap lies below it).
     pub fn base(&self) -> u64 {
         arena::slot_base(self.slot)
@@ -271,6 +279,65 @@ impl Stack {
     /// Gives up the right taken by [`try_claim`](Self::try_claim), once the registers are saved.
     pub fn release_claim(&self) {
         self.claim.store(CLAIM_FREE, Ordering::Release);
+    }
+}
+
+/// Stacks of exited threads, released together: their entries are cleared one by one, the
+/// TLB is invalidated once for all of them (one broadcast `TLBI VMALLE1IS` when there are
+/// many pages, instead of one per page), then frames and reservations go back.
+#[derive(Default)]
+pub struct ReleaseBatch {
+    frames: alloc::vec::Vec<u64>,
+    slots: alloc::vec::Vec<u32>,
+    vas: alloc::vec::Vec<u64>,
+}
+
+/// Beyond this many pages one full invalidation is cheaper than one per page.
+const BATCH_FULL_FLUSH_PAGES: usize = 64;
+
+impl ReleaseBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the stack of a thread that will never run again.
+    pub fn add(&mut self, stack: Stack) {
+        stack.claim_for_release();
+        let pages = stack.mapped_pages.load(Ordering::Relaxed);
+        let bottom = stack.mapped_bottom();
+        let before = self.frames.len();
+        arena::clear_pages(bottom, pages, &mut self.frames);
+        if self.vas.len() <= BATCH_FULL_FLUSH_PAGES {
+            self.vas
+                .extend((0..pages).map(|i| bottom + i as u64 * PAGE));
+        }
+        count_unmapped((self.frames.len() - before) as u64);
+        STACKS.fetch_sub(1, Ordering::Relaxed);
+        self.slots.push(stack.slot);
+    }
+
+    /// Invalidates, then returns every frame and reservation.
+    pub fn finish(self) {
+        if self.frames.is_empty() && self.slots.is_empty() {
+            return;
+        }
+        if self.frames.len() > BATCH_FULL_FLUSH_PAGES {
+            crate::arch::tlb::invalidate_all();
+        } else {
+            use crate::mm::page_table::TlbOps;
+            let tlb = crate::arch::tlb::HardwareTlb;
+            for &va in &self.vas {
+                tlb.invalidate_page(va);
+            }
+            tlb.sync();
+        }
+        for pa in self.frames {
+            crate::mm::frame::free(pa, 1);
+        }
+        for slot in self.slots {
+            arena::free_slot(slot);
+        }
     }
 }
 
