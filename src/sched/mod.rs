@@ -99,6 +99,16 @@ impl CpuQueue {
         self.len += 1;
     }
 
+    fn push_front(&mut self, t: *mut Thread) {
+        // SAFETY: `t` is a live control block not in any queue; we hold the queue lock.
+        unsafe { (*t).next = self.head };
+        self.head = t;
+        if self.tail.is_null() {
+            self.tail = t;
+        }
+        self.len += 1;
+    }
+
     fn pop_front(&mut self) -> Option<*mut Thread> {
         if self.head.is_null() {
             return None;
@@ -444,14 +454,17 @@ fn online_cpus() -> usize {
 
 fn enqueue_new(t: *mut Thread, pinned: Option<usize>) {
     // Round robin over online CPUs; idle CPUs also steal, so the load evens out.
-    let n = online_cpus();
-    let mut cpu = pinned.unwrap_or_else(|| NEXT_CPU.fetch_add(1, Ordering::Relaxed)) % MAX_CPUS;
-    for _ in 0..MAX_CPUS {
-        if ONLINE[cpu].load(Ordering::Relaxed) || n == 1 && cpu == 0 {
-            break;
+    let cpu = match pinned {
+        Some(cpu) => cpu % MAX_CPUS,
+        None => {
+            // The k-th online CPU, k going round all of them in turn.
+            let k = NEXT_CPU.fetch_add(1, Ordering::Relaxed) % online_cpus();
+            (0..MAX_CPUS)
+                .filter(|&c| ONLINE[c].load(Ordering::Relaxed))
+                .nth(k)
+                .unwrap_or(0)
         }
-        cpu = (cpu + 1) % MAX_CPUS;
-    }
+    };
     {
         let mut q = QUEUES[cpu].lock();
         // SAFETY: a new control block, owned by the scheduler from here on.
@@ -525,7 +538,17 @@ fn end_killed(t: *mut Thread) {
                 hand_to_reaper(t);
             }
             ThreadState::Dead => {}
-            _ => th.park_token = true,
+            ThreadState::Running => {
+                th.park_token = true;
+                drop(q);
+                // It may have its CPU to itself and never yield: make that CPU reschedule.
+                if cpu != cpu_index() {
+                    if let Some(k) = KICK.get() {
+                        k(cpu);
+                    }
+                }
+            }
+            ThreadState::Ready => th.park_token = true,
         }
         return;
     }
@@ -775,16 +798,16 @@ fn steal(cpu: usize) -> Option<*mut Thread> {
     None
 }
 
-/// Takes one ready thread from the CPU with the longest queue, if that queue holds more
-/// than one (so balancing never just moves the imbalance).
-fn steal_from_busy(cpu: usize) -> Option<*mut Thread> {
+/// Takes one ready thread from the CPU with the longest queue, if that queue is longer than
+/// `own_len + 1` (so balancing never just moves the imbalance).
+fn steal_from_busy(cpu: usize, own_len: usize) -> Option<*mut Thread> {
     let (victim, len) = QUEUE_LEN
         .iter()
         .enumerate()
         .filter(|&(i, _)| i != cpu)
         .map(|(i, l)| (i, l.load(Ordering::Relaxed)))
         .max_by_key(|&(_, l)| l)?;
-    if len < 2 {
+    if len < own_len + 2 {
         return None;
     }
     let mut q = QUEUES[victim].try_lock()?;
@@ -875,17 +898,18 @@ pub fn on_timer_tick(frame: &mut TrapFrame) {
         unsafe { (*t).set_state(ThreadState::Ready) };
         q.push_back(t);
     }
-    // Balance: a CPU with nothing queued pulls a waiting thread from a CPU with more than
-    // one, so threads that never sleep still share all CPUs.
-    if q.len == 0 {
-        if let Some(t) = steal_from_busy(cpu) {
-            q.push_back(t);
-        }
+    // Balance: pull a waiting thread from the busiest CPU when its queue is longer than ours
+    // by two or more, so threads that never sleep still share all CPUs.
+    if let Some(t) = steal_from_busy(cpu, q.len) {
+        q.push_back(t);
     }
     QUEUE_LEN[cpu].store(q.len, Ordering::Relaxed);
     let current = CURRENT[cpu].load(Ordering::Relaxed);
     let idle = is_idle_thread(current, cpu);
-    if (now >= q.slice_end && q.len > 0) || (idle && (q.len > 0 || any_queued())) {
+    if (now >= q.slice_end && q.len > 0)
+        || (idle && (q.len > 0 || any_queued()))
+        || must_exit(current)
+    {
         let t = save_current(frame, cpu);
         if !idle {
             // SAFETY: the thread we just saved.
@@ -911,7 +935,24 @@ pub fn on_reschedule(frame: &mut TrapFrame) {
         let q = QUEUES[cpu].lock();
         save_current(frame, cpu);
         switch_to_next(frame, cpu, q);
+    } else if must_exit(current) {
+        let mut q = QUEUES[cpu].lock();
+        let t = save_current(frame, cpu);
+        // SAFETY: the thread we just saved.
+        unsafe { (*t).set_state(ThreadState::Ready) };
+        q.push_front(t);
+        switch_to_next(frame, cpu, q);
     }
+}
+
+/// Whether `t`, running now, is a workload thread asked to exit: it must be switched out so
+/// that `switch_to_next` sends it to its exit, even if it never gives up the CPU itself.
+fn must_exit(t: *mut Thread) -> bool {
+    // SAFETY: the current thread of this CPU.
+    !t.is_null()
+        && unsafe {
+            (*t).kind == ThreadKind::Workload && (*t).kill_requested.load(Ordering::Relaxed)
+        }
 }
 
 /// Handles a system call from a thread. Returns with `frame` holding whatever thread runs next.

@@ -373,10 +373,22 @@ pub enum FaultOutcome {
     NotStack,
 }
 
+static INJECT_FAULT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Test hook: the next growth faults inside the fault path itself (a wild read), which must
+/// end in a clear report of a fault in exception context, never a hang.
+pub fn inject_fault_in_growth_path() {
+    INJECT_FAULT.store(true, Ordering::SeqCst);
+}
+
 /// The stack-growth fault path (exception context, IRQs masked, no locks).
 pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome {
     if !frame.from_thread() || !syndrome.is_translation_fault() {
         return FaultOutcome::NotStack;
+    }
+    if INJECT_FAULT.swap(false, Ordering::SeqCst) {
+        // SAFETY: deliberately not safe: an unmapped address, to test the nested-fault report.
+        unsafe { core::ptr::read_volatile(0xdead_0000 as *const u64) };
     }
     let cpu = cpu_index();
     let thread = crate::sched::current_ptr();
