@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arch::timer;
 use crate::cmdline::StackPolicy;
-use crate::shell::command::{KillTarget, Profile};
+use crate::shell::command::{BenchPlan, KillTarget, Profile};
 use crate::shell::{
     self, Backend, CpuInfo, CpuRow, MemInfo, SpawnReport, StackStats, ThreadList, ThreadRow,
 };
@@ -212,8 +212,8 @@ impl Backend for KernelBackend {
         }
     }
 
-    fn bench(&mut self, quick: bool, out: &mut dyn Write) {
-        crate::bench::run(quick, out);
+    fn bench(&mut self, plan: BenchPlan, out: &mut dyn Write) {
+        crate::bench::run(plan, out);
     }
 
     fn demo(&mut self, out: &mut dyn Write) {

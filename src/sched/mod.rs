@@ -1087,6 +1087,7 @@ fn reap_list(mut t: *mut Thread) {
         let mut batch = stack::ReleaseBatch::new();
         let mut joins = alloc::vec::Vec::new();
         let mut n = 0;
+        let mut killed = 0;
         while !t.is_null() && n < CHUNK {
             // SAFETY: dead control blocks handed over through the zombie list; no CPU runs
             // or queues them any more.
@@ -1097,7 +1098,7 @@ fn reap_list(mut t: *mut Thread) {
                 WORKLOAD_THREADS.fetch_sub(1, Ordering::Relaxed);
             }
             if th.kill_requested.load(Ordering::Relaxed) {
-                PENDING_KILLS.fetch_sub(1, Ordering::Relaxed);
+                killed += 1;
             }
             if let Some(j) = th.join.take() {
                 joins.push(j);
@@ -1112,6 +1113,8 @@ fn reap_list(mut t: *mut Thread) {
             n += 1;
         }
         batch.finish();
+        // Only now is their memory back: `kill` waits for this count.
+        PENDING_KILLS.fetch_sub(killed, Ordering::Release);
         for j in joins {
             j.done.store(true, Ordering::Release);
             let w = j.waiter.load(Ordering::Acquire);

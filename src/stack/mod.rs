@@ -439,7 +439,10 @@ const TRIM_MARGIN: u64 = 512;
 
 /// Trims `stack` of a thread that is not running: unmaps pages wholly below its saved SP
 /// (keeping `kstack.initial` and a small margin). Returns pages freed.
-pub fn trim(stack: &Stack, saved_sp: u64) -> u32 {
+///
+/// `saved_sp` is called only once the stack is claimed: read any earlier, the thread might
+/// run and stop again in between, deeper, and trim would take pages it uses.
+pub fn trim(stack: &Stack, saved_sp: impl FnOnce() -> u64) -> u32 {
     if stack.policy != StackPolicy::Dynamic {
         return 0;
     }
@@ -455,6 +458,7 @@ pub fn trim(stack: &Stack, saved_sp: u64) -> u32 {
     {
         return 0;
     }
+    let saved_sp = saved_sp();
     let top = stack.top();
     let mapped = stack.mapped_pages.load(Ordering::Relaxed);
     let keep_from = align_down(saved_sp.saturating_sub(TRIM_MARGIN), PAGE)
@@ -481,7 +485,7 @@ pub fn trim_all() -> u64 {
         if t.kind != crate::sched::ThreadKind::Idle
             && t.state() != crate::sched::ThreadState::Running
         {
-            freed += trim(&t.stack, t.context.sp_el0) as u64;
+            freed += trim(&t.stack, || t.context.sp_el0) as u64;
         }
     });
     freed
