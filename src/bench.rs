@@ -13,6 +13,7 @@ use crate::arch::timer;
 use crate::cmdline::StackPolicy;
 use crate::mm::frame;
 use crate::sched::{self, ThreadKind};
+use crate::shell::command::{BenchPlan, Profile};
 use crate::stack;
 
 /// Sizes of one run.
@@ -38,6 +39,8 @@ const QUICK: Plan = Plan {
     scale_rounds: 10,
 };
 
+/// `memory` sizes past 10,000 threads need the memory `make bench` gives QEMU (`-m 2G`);
+/// a smaller machine skips them with a note.
 const FULL: Plan = Plan {
     create_rounds: 400,
     fault_rounds: 400,
@@ -45,8 +48,8 @@ const FULL: Plan = Plan {
     switch_rounds: 10,
     switch_yields: 2000,
     density_kib: 32 * 1024,
-    memory_threads: &[1000, 10_000],
-    scale_rounds: 200,
+    memory_threads: &[100, 1000, 3000, 10_000, 30_000, 100_000],
+    scale_rounds: 2000,
 };
 
 fn now_ns() -> u64 {
@@ -75,8 +78,10 @@ impl core::fmt::Display for Pct {
     }
 }
 
-/// Runs every benchmark (`quick`: small sizes, for tests), one `BENCH` line each.
-pub fn run(quick: bool, out: &mut dyn Write) {
+/// Runs the benchmarks of `plan`, one `BENCH` line each: every benchmark at full size
+/// (`Full`) or small sizes for tests (`Quick`), or only `scale` at full size (`Scale`, for a
+/// boot without `-icount`, which would serialise the CPUs it measures).
+pub fn run(plan: BenchPlan, out: &mut dyn Write) {
     if sched::workload_threads() > 0 {
         let _ = writeln!(
             out,
@@ -85,23 +90,33 @@ pub fn run(quick: bool, out: &mut dyn Write) {
         );
         return;
     }
-    let plan = if quick { &QUICK } else { &FULL };
+    let sizes = if plan == BenchPlan::Quick {
+        &QUICK
+    } else {
+        &FULL
+    };
     let _ = writeln!(
         out,
         "benchmarks, dynamic against fixed stacks (kstack.initial={} KiB, kstack.max={} KiB), {} CPUs{}",
         stack::config().initial / 1024,
         stack::config().max / 1024,
         sched::online_count(),
-        if quick { ", quick" } else { "" }
+        match plan {
+            BenchPlan::Full => "",
+            BenchPlan::Quick => ", quick",
+            BenchPlan::Scale => ", scale only",
+        }
     );
-    create(plan, out);
-    fault(plan, out);
-    switch(plan, out);
-    density(plan, out);
-    for &n in plan.memory_threads {
-        memory(n, out);
+    if plan != BenchPlan::Scale {
+        create(sizes, out);
+        fault(sizes, out);
+        switch(sizes, out);
+        density(sizes, out);
+        for &n in sizes.memory_threads {
+            memory(n, out);
+        }
     }
-    scale(plan, out);
+    scale(sizes, out);
 }
 
 fn policies() -> [StackPolicy; 2] {
@@ -263,8 +278,7 @@ fn density(plan: &Plan, out: &mut dyn Write) {
         let budget_pages = plan.density_kib / 4;
         let mut n = 0u64;
         while free0.saturating_sub(frame::free_pages()) < budget_pages {
-            let (entry, arg) =
-                crate::workload::entry_for(&crate::shell::command::Profile::Idle, n as usize);
+            let (entry, arg) = crate::workload::entry_for(&Profile::Idle, n as usize);
             if sched::spawn_raw("bench-density", ThreadKind::Workload, p, entry, arg, None).is_err()
             {
                 break;
@@ -292,14 +306,15 @@ fn mapped_since(base: &stack::Stats) -> u64 {
         .saturating_sub(base.mapped_pages)
 }
 
-fn spawn_workload(profile: &crate::shell::command::Profile, n: usize) -> usize {
+/// Starts `n` workload threads of `profile` with `policy`; returns how many started.
+fn spawn_workload(profile: &Profile, policy: StackPolicy, n: usize) -> usize {
     let mut created = 0;
     for i in 0..n {
         let (entry, arg) = crate::workload::entry_for(profile, i);
         if sched::spawn_raw(
             "bench-memory",
             ThreadKind::Workload,
-            StackPolicy::Dynamic,
+            policy,
             entry,
             arg,
             None,
@@ -312,33 +327,58 @@ fn spawn_workload(profile: &crate::shell::command::Profile, n: usize) -> usize {
     created
 }
 
-/// `memory`: savings for `idle`, `mix` after settle, and `mix` after trim, at `n` threads.
+/// `memory`: stack memory of `n` threads, measured from the stack counters: `idle` with
+/// fixed stacks, then with dynamic ones `idle`, `mix` after settle and `mix` after trim.
+/// `pt_kib` is the page-table memory of the whole stack arena once the dynamic `idle`
+/// threads exist (tables are made as slots are first used and stay).
 fn memory(n: usize, out: &mut dyn Write) {
-    use crate::shell::command::Profile;
-    let max_kib = stack::config().max as u64 / 1024;
-    let base = stack::stats();
-    let idle = spawn_workload(&Profile::Idle, n) as u64;
-    wait_settled();
-    let idle_kib = mapped_since(&base) * 4;
+    let max_pages = stack::config().max as u64 / 4096;
+    let max_kib = max_pages * 4;
+    // Fixed stacks map all of `kstack.max`; one more page each covers the control block and
+    // heap, and the rest is what spawning keeps free.
+    let need = n as u64 * (max_pages + 1) + 2048;
+    let free = frame::free_pages();
+    if free < need {
+        let _ = writeln!(
+            out,
+            "bench: memory at {} threads skipped: needs {} MiB free, {} MiB are (boot with more -m)",
+            n,
+            need / 256,
+            free / 256
+        );
+        return;
+    }
+    let run = |profile: &Profile, policy: StackPolicy| {
+        let base = stack::stats();
+        let created = spawn_workload(profile, policy, n) as u64;
+        wait_settled();
+        (created, base)
+    };
+    let (fixed, base) = run(&Profile::Idle, StackPolicy::Fixed);
+    let fixed_kib = mapped_since(&base) * 4;
     sched::kill_all(&mut |_, _| {});
-    let base = stack::stats();
-    let mix = spawn_workload(&Profile::Mix, n) as u64;
-    wait_settled();
+    let (idle, base) = run(&Profile::Idle, StackPolicy::Dynamic);
+    let idle_kib = mapped_since(&base) * 4;
+    let pt_kib = stack::stats().table_pages * 4;
+    sched::kill_all(&mut |_, _| {});
+    let (mix, base) = run(&Profile::Mix, StackPolicy::Dynamic);
     let mix_kib = mapped_since(&base) * 4;
     stack::trim_all();
     let trim_kib = mapped_since(&base) * 4;
     sched::kill_all(&mut |_, _| {});
     let _ = writeln!(
         out,
-        "BENCH name=memory threads={} fixed_kib={} idle_kib={} mix_kib={} trim_kib={} idle_pct={} mix_pct={} mix_trim_pct={}",
+        "BENCH name=memory threads={} fixed_kib={} idle_kib={} mix_kib={} trim_kib={} idle_pct={} mix_pct={} mix_trim_pct={} fixed_threads={} pt_kib={}",
         n,
-        n as u64 * max_kib,
+        fixed_kib,
         idle_kib,
         mix_kib,
         trim_kib,
         Pct(idle_kib, idle * max_kib),
         Pct(mix_kib, mix * max_kib),
-        Pct(trim_kib, mix * max_kib)
+        Pct(trim_kib, mix * max_kib),
+        fixed,
+        pt_kib
     );
 }
 

@@ -197,6 +197,10 @@ fn stack_bounds(sp: u64) -> (u64, u64) {
 
 fn print_backtrace_within(mut fp: u64, low: u64, high: u64) {
     crate::console::write_fmt_emergency(format_args!("  backtrace:\n"));
+    // Runs of one return address (deep recursion, as in a stack overflow) print once, with
+    // a count, so the report stays short.
+    let mut last = 0u64;
+    let mut repeats = 0u32;
     for _ in 0..16 {
         if fp < low || fp + 16 > high || !fp.is_multiple_of(16) {
             break;
@@ -211,8 +215,26 @@ fn print_backtrace_within(mut fp: u64, low: u64, high: u64) {
         if lr == 0 {
             break;
         }
-        crate::console::write_fmt_emergency(format_args!("    {:#018x}\n", lr));
+        if lr == last {
+            repeats += 1;
+        } else {
+            print_repeats(repeats);
+            repeats = 0;
+            crate::console::write_fmt_emergency(format_args!("    {:#018x}\n", lr));
+            last = lr;
+        }
         fp = next;
+    }
+    print_repeats(repeats);
+}
+
+fn print_repeats(repeats: u32) {
+    if repeats > 0 {
+        crate::console::write_fmt_emergency(format_args!(
+            "    (the same {} more time{})\n",
+            repeats,
+            if repeats == 1 { "" } else { "s" }
+        ));
     }
 }
 

@@ -17,7 +17,6 @@ pub mod shell;
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod bench;
-#[cfg(target_os = "none")]
 pub mod board;
 #[cfg(target_os = "none")]
 pub mod console;

@@ -50,15 +50,26 @@ pub enum Command {
     Trim,
     /// `kill all|TID`: terminate workload threads.
     Kill(KillTarget),
-    /// `bench [quick]`: benchmarks, dynamic against fixed.
+    /// `bench [quick|scale]`: benchmarks, dynamic against fixed.
     Bench {
-        /// Fewer iterations, for tests.
-        quick: bool,
+        /// Which benchmarks, at what size.
+        plan: BenchPlan,
     },
     /// `demo`: the showcase `make run` starts with.
     Demo,
     /// `poweroff`: stop the machine.
     Poweroff,
+}
+
+/// What `bench` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchPlan {
+    /// `bench`: every benchmark at full size.
+    Full,
+    /// `bench quick`: every benchmark, small sizes (for tests).
+    Quick,
+    /// `bench scale`: only the `scale` benchmark, full size (for a boot without `-icount`).
+    Scale,
 }
 
 /// Which threads `kill` terminates.
@@ -287,18 +298,19 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         }
         "bench" => {
             at_most(1, "bench", args)?;
-            let quick = match args[0] {
-                None => false,
-                Some("quick") => true,
+            let plan = match args[0] {
+                None => BenchPlan::Full,
+                Some("quick") => BenchPlan::Quick,
+                Some("scale") => BenchPlan::Scale,
                 Some(text) => {
                     return Err(ParseError::UnknownOption {
                         command: "bench",
                         text: text.to_string(),
-                        expected: "'quick'",
+                        expected: "'quick' or 'scale'",
                     })
                 }
             };
-            Command::Bench { quick }
+            Command::Bench { plan }
         }
         _ => return Err(ParseError::UnknownCommand(name.to_string())),
     };
@@ -685,11 +697,27 @@ mod tests {
 
     #[test]
     fn bench_options() {
-        assert_eq!(ok("bench"), Command::Bench { quick: false });
-        assert_eq!(ok("bench quick"), Command::Bench { quick: true });
+        assert_eq!(
+            ok("bench"),
+            Command::Bench {
+                plan: BenchPlan::Full
+            }
+        );
+        assert_eq!(
+            ok("bench quick"),
+            Command::Bench {
+                plan: BenchPlan::Quick
+            }
+        );
+        assert_eq!(
+            ok("bench scale"),
+            Command::Bench {
+                plan: BenchPlan::Scale
+            }
+        );
         assert_eq!(
             err("bench slow"),
-            "bench: unknown option 'slow' (expected 'quick')"
+            "bench: unknown option 'slow' (expected 'quick' or 'scale')"
         );
         assert_eq!(err("bench quick quick"), "too many arguments for 'bench'");
     }

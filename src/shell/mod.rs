@@ -14,7 +14,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt::{self, Write};
 
-pub use command::{parse, Command, KillTarget, ParseError, Profile};
+pub use command::{parse, BenchPlan, Command, KillTarget, ParseError, Profile};
 pub use line::{LineEditor, LineEvent};
 
 use crate::cmdline::{split_commands, StackPolicy};
@@ -160,8 +160,8 @@ pub trait Backend {
     /// Why no thread could be killed (e.g. "no thread 42", "thread 3 is not a workload
     /// thread"); nothing changed then.
     fn kill(&mut self, target: &KillTarget) -> Result<u64, String>;
-    /// Runs the benchmarks, printing one `BENCH name=...` line each.
-    fn bench(&mut self, quick: bool, out: &mut dyn Write);
+    /// Runs the benchmarks of `plan`, printing one `BENCH name=...` line each.
+    fn bench(&mut self, plan: BenchPlan, out: &mut dyn Write);
     /// Runs the showcase.
     fn demo(&mut self, out: &mut dyn Write);
     /// Stops the machine. Does not return on the kernel; returns in tests.
@@ -286,7 +286,7 @@ fn run(backend: &mut dyn Backend, command: &Command, out: &mut dyn Write) {
                 say!(out, "error: kill: {why}");
             }
         },
-        Command::Bench { quick } => backend.bench(quick, out),
+        Command::Bench { plan } => backend.bench(plan, out),
         Command::Demo => backend.demo(out),
         Command::Poweroff => backend.poweroff(out),
     }
@@ -316,7 +316,7 @@ const HELP: &[(&str, &str)] = &[
     ("stacks", "stack memory now, dynamic against fixed"),
     ("trim", "give back stack pages below sleeping threads' SP"),
     ("kill all|TID", "terminate workload threads"),
-    ("bench [quick]", "benchmarks, dynamic against fixed"),
+    ("bench [quick|scale]", "benchmarks, dynamic against fixed"),
     ("demo", "the showcase: dynamic stacks against fixed ones"),
     ("poweroff", "stop the machine"),
 ];
@@ -758,8 +758,8 @@ mod tests {
                 KillTarget::Tid(t) => Err(format!("no thread {t}")),
             }
         }
-        fn bench(&mut self, quick: bool, out: &mut dyn Write) {
-            self.calls.push(format!("bench {quick}"));
+        fn bench(&mut self, plan: BenchPlan, out: &mut dyn Write) {
+            self.calls.push(format!("bench {plan:?}"));
             let _ = writeln!(out, "BENCH name=fake");
         }
         fn demo(&mut self, out: &mut dyn Write) {
@@ -893,7 +893,7 @@ mod tests {
             fn kill(&mut self, t: &KillTarget) -> Result<u64, String> {
                 self.0.kill(t)
             }
-            fn bench(&mut self, q: bool, o: &mut dyn Write) {
+            fn bench(&mut self, q: BenchPlan, o: &mut dyn Write) {
                 self.0.bench(q, o);
             }
             fn demo(&mut self, o: &mut dyn Write) {
@@ -1034,11 +1034,18 @@ mod tests {
         let out = exec(&mut fake, "bench quick");
         assert_eq!(out, "BENCH name=fake\n");
         exec(&mut fake, "bench");
+        exec(&mut fake, "bench scale");
         exec(&mut fake, "demo");
         exec(&mut fake, "poweroff");
         assert_eq!(
             fake.calls,
-            ["bench true", "bench false", "demo", "poweroff"]
+            [
+                "bench Quick",
+                "bench Full",
+                "bench Scale",
+                "demo",
+                "poweroff"
+            ]
         );
     }
 
