@@ -15,16 +15,42 @@ TESTFLAGS ?=
 # make gdb: the port QEMU's gdb stub listens on, and extra gdb options (e.g. GDBFLAGS='-batch -ex bt').
 GDBPORT   ?= 1234
 GDBFLAGS  ?=
+QEMU      ?= qemu-system-aarch64
 
 SHELL         := bash
 .SHELLFLAGS   := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
+# The boards (src/board/). A Pi build has its cargo feature and its own build directory (so
+# it never overwrites the virt kernel), its image is called kernel8.img as the firmware
+# wants, and QEMU boots that image on its raspi machine with the real device tree from
+# data/dtb/ (QEMU hands -append to the kernel only inside a DTB). SMP, MEM and CPU are the
+# machine's own there. DTB= (empty) boots without a tree: the board's built-in description.
+BOARDS := virt rpi3 rpi4
+ifeq ($(BOARD),rpi3)
+  BOARD_CARGO  := --features board-rpi3 --target-dir target/rpi3
+  BUILD_DIR    := target/rpi3
+  IMAGE_NAME   := kernel8.img
+  QEMU_MACHINE := raspi3b
+  DTB          ?= data/dtb/bcm2837-rpi-3-b.dtb
+else ifeq ($(BOARD),rpi4)
+  BOARD_CARGO  := --features board-rpi4 --target-dir target/rpi4
+  BUILD_DIR    := target/rpi4
+  IMAGE_NAME   := kernel8.img
+  QEMU_MACHINE := raspi4b
+  DTB          ?= data/dtb/bcm2711-rpi-4-b.dtb
+else
+  BOARD_CARGO  :=
+  BUILD_DIR    := target
+  IMAGE_NAME   := Image
+  QEMU_MACHINE := virt
+endif
+
 TARGET      := aarch64-unknown-none-softfloat
 PROFILE_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
-OUT         := target/$(TARGET)/$(PROFILE_DIR)
+OUT         := $(BUILD_DIR)/$(TARGET)/$(PROFILE_DIR)
 KERNEL      := $(OUT)/dynstack
-IMAGE       := $(OUT)/Image
+IMAGE       := $(OUT)/$(IMAGE_NAME)
 
 # Computed once, and only by the targets that need them (so `make help` runs no rustc).
 HOST    = $(eval HOST := $(shell rustc -vV | sed -n 's/^host: //p'))$(HOST)
@@ -37,6 +63,17 @@ sh = '$(subst ','\'',$(1))'
 # The environment scripts/qemu-run.sh reads.
 QEMU_ENV = SMP=$(call sh,$(SMP)) MEM=$(call sh,$(MEM)) CPU=$(call sh,$(CPU)) \
            BOOTARGS=$(call sh,$(BOOTARGS)) QEMUFLAGS=$(call sh,$(QEMUFLAGS))
+# The command that boots the kernel on QEMU for BOARD, console on this terminal; more QEMU
+# options may follow it. virt: the ELF through scripts/qemu-run.sh; a Pi: the raw image
+# (which `run` and `gdb` make first) as the firmware loads it, with the DTB in x0.
+ifeq ($(QEMU_MACHINE),virt)
+QEMU_BOOT = env $(QEMU_ENV) scripts/qemu-run.sh $(KERNEL)
+else
+QEMU_BOOT = $(QEMU) -M $(QEMU_MACHINE) -nographic -semihosting -kernel $(IMAGE) \
+            $(if $(DTB),-dtb $(call sh,$(DTB))) $(if $(BOOTARGS),-append $(call sh,$(BOOTARGS))) $(QEMUFLAGS)
+endif
+# What `run` and `gdb` boot: the ELF on virt, the raw image on a Pi.
+BOOTABLE := $(if $(filter virt,$(QEMU_MACHINE)),build,image)
 # $(call need,COMMAND,DEBIAN PACKAGE): installs the package through apt when the command is
 # missing (as scripts/setup.sh does for QEMU), or says what to install.
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
@@ -47,15 +84,17 @@ need = command -v $(1) >/dev/null 2>&1 || { \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(2) >/dev/null; \
 	else echo "make: $(1) is missing: install $(2)" >&2; exit 1; fi; }
 
-.PHONY: help setup build run test gdb image clippy fmt fmt-check clean board
+.PHONY: help setup build run test bench gdb image clippy fmt fmt-check clean board board-dtbs
 
 help:
 	@echo 'dynstack: a bare-metal AArch64 kernel whose thread stacks grow on demand'
 	@echo
-	@echo '  make run         build and boot on QEMU $(BOARD) (console here; Ctrl-A x quits QEMU)'
+	@echo '  make run         build and boot on QEMU $(QEMU_MACHINE) (console here; Ctrl-A x quits QEMU)'
 	@echo '  make test        every test: host unit tests, test kernels and shell cases in QEMU'
+	@echo '  make bench       benchmarks on QEMU virt: bench/results.txt and the chart docs/memory.svg'
 	@echo '  make build       build the kernel ($(KERNEL))'
 	@echo '  make image       raw arm64 Linux Image for -kernel, booti and firmware ($(IMAGE))'
+	@echo '  make board-dtbs  rebuild the Pi boards'"'"' built-in device trees (src/board/*.dts, dtc)'
 	@echo '  make gdb         QEMU waiting on :$(GDBPORT) and gdb-multiarch attached, with symbols'
 	@echo '  make clippy      lints, warnings are errors (target and host)'
 	@echo '  make fmt         format the code (fmt-check: only check)'
@@ -66,13 +105,13 @@ help:
 	@printf '  %-10s %s\n' BOARD $(call sh,$(BOARD)) SMP $(call sh,$(SMP)) MEM $(call sh,$(MEM)) \
 		CPU $(call sh,$(CPU)) BOOTARGS $(call sh,$(BOOTARGS)) QEMUFLAGS $(call sh,$(QEMUFLAGS)) \
 		PROFILE $(call sh,$(PROFILE)) T $(call sh,$(T)) TESTFLAGS $(call sh,$(TESTFLAGS)) \
-		GDBPORT $(call sh,$(GDBPORT)) GDBFLAGS $(call sh,$(GDBFLAGS))
+		GDBPORT $(call sh,$(GDBPORT)) GDBFLAGS $(call sh,$(GDBFLAGS)) DTB $(call sh,$(DTB))
 	@echo "e.g. make run BOOTARGS='init=\"mem; cpus; poweroff\"'    make test T=shell"
+	@echo "     make run BOARD=rpi3    make image BOARD=rpi4 (kernel8.img: docs/raspberry-pi.md)"
 
-# Only QEMU virt for now; the Raspberry Pi boards come with their port.
 board:
-	@if [ $(call sh,$(BOARD)) != virt ]; then \
-		echo "make: BOARD=$(BOARD) is not supported yet: only BOARD=virt (QEMU virt) builds and runs for now" >&2; \
+	@if [ -z "$(filter $(BOARDS),$(BOARD))" ] || [ $(call sh,$(BOARD)) != '$(firstword $(filter $(BOARDS),$(BOARD)))' ]; then \
+		echo "make: BOARD=$(BOARD) is not a board: use one of $(BOARDS)" >&2; \
 		exit 2; \
 	fi
 
@@ -80,25 +119,48 @@ setup:
 	@bash scripts/setup.sh
 
 build: board setup
-	cargo build --profile $(PROFILE)
+	cargo build --profile $(PROFILE) $(BOARD_CARGO)
 
-run: build
-	$(QEMU_ENV) scripts/qemu-run.sh $(KERNEL)
+run: $(BOOTABLE)
+	$(QEMU_BOOT)
 
 # Host unit tests and everything in tests/qemu.toml; the output ends with `N passed, N failed`.
+# Every board's QEMU cases run, unless BOARD is given: then only that board's.
 test: setup
 	@$(call need,python3,python3)
-	python3 scripts/run_tests.py $(if $(T),-k $(call sh,$(T))) $(TESTFLAGS)
+	python3 scripts/run_tests.py $(if $(T),-k $(call sh,$(T))) \
+		$(if $(filter command line environment,$(origin BOARD)),--board $(call sh,$(BOARD))) $(TESTFLAGS)
+
+# The benchmarks on QEMU virt, written with how they were made (QEMU version, options, date,
+# commit) to bench/results.txt, then the memory chart docs/memory.svg drawn from that file.
+# scripts/bench.py boots three times: `bench` under -icount shift=0 (deterministic), `bench
+# scale` without icount (one host thread per CPU), one million idle threads with -m 6G.
+# About 3 minutes on 2 host cores.
+bench: build
+	@if [ $(call sh,$(BOARD)) != virt ]; then \
+		echo "make: bench runs on QEMU virt only (BOARD=virt)" >&2; exit 2; fi
+	@$(call need,python3,python3)
+	python3 scripts/bench.py --kernel $(KERNEL) --cpu $(call sh,$(CPU)) --out bench/results.txt
+	python3 scripts/plot_memory.py bench/results.txt docs/memory.svg
 
 image: build
 	$(OBJCOPY) -O binary $(KERNEL) $(IMAGE)
+ifeq ($(QEMU_MACHINE),virt)
 	@echo "make: $(IMAGE) ($$(stat -c %s $(IMAGE)) bytes); boot it with: qemu-system-aarch64 -M virt -cpu $(CPU) -nographic -semihosting -kernel $(IMAGE)"
+else
+	@echo "make: $(IMAGE) ($$(stat -c %s $(IMAGE)) bytes) for the $(BOARD) SD card (docs/raspberry-pi.md); in QEMU: make run BOARD=$(BOARD), or qemu-system-aarch64 -M $(QEMU_MACHINE) -nographic -semihosting -kernel $(IMAGE) -dtb $(DTB)"
+endif
+
+# The Pi boards' built-in device trees, for a boot without one (checked in, with the source).
+board-dtbs:
+	@$(call need,dtc,device-tree-compiler)
+	for b in rpi3 rpi4; do dtc -q -W no-unit_address_vs_reg -I dts -O dtb -o src/board/$$b.dtb src/board/$$b.dts; done
 
 # QEMU starts halted in its own session (so Ctrl-C in gdb does not reach it), its console
 # output shares this terminal, and it stops when gdb exits.
-gdb: build
+gdb: $(BOOTABLE)
 	@$(call need,gdb-multiarch,gdb-multiarch)
-	$(QEMU_ENV) setsid scripts/qemu-run.sh $(KERNEL) -S -gdb tcp::$(GDBPORT) </dev/null & qemu=$$!; \
+	setsid $(QEMU_BOOT) -S -gdb tcp::$(GDBPORT) </dev/null & qemu=$$!; \
 	trap 'kill $$qemu 2>/dev/null || true' EXIT; \
 	port=$$(printf ':%04X ' $(GDBPORT)); \
 	for _ in $$(seq 50); do \

@@ -22,6 +22,14 @@ and the case's own options: `-smp`, `-m` and `-cpu` given there replace the base
 the base machine, CPU, SMP and memory options. Standard input is /dev/null unless the case
 pipes bytes. Each boot has a timeout; on expiry its process group is killed.
 
+A case's `board` (default `virt`) says which build of the kernel it boots and on which
+machine: a Raspberry Pi board (`rpi3`, `rpi4`) is built with its cargo feature in its own
+target directory (target/<board>) and booted as the firmware boots it, the raw image on
+QEMU `raspi3b`/`raspi4b` with the board's real device tree (`-dtb`, which is also how QEMU
+passes `-append`), base options `-M <machine> -dtb <tree> -nographic -semihosting -kernel
+<image>`. A board whose QEMU machine is missing, or needs a newer QEMU (`raspi4b`: 9.0), is
+skipped with a note. `--board` runs one board's QEMU cases only.
+
 Python 3.11 standard library only. `--help` lists the options; exit status 0 when at least
 one case ran and none failed, 1 otherwise, 2 for a bad manifest or bad usage.
 """
@@ -53,6 +61,7 @@ TARGET = "aarch64-unknown-none-softfloat"
 KERNEL_BIN = "dynstack"
 QEMU = os.environ.get("QEMU", "qemu-system-aarch64")
 BASE_MACHINE = "virt"
+DEFAULT_BOARD = "virt"
 BASE_OPTIONS = {"-cpu": "cortex-a72", "-smp": "4", "-m": "512M"}
 TAIL_LINES = 30
 DEFAULT_TIMEOUT = 60
@@ -66,6 +75,39 @@ HOST_TEST_LINE = re.compile(r"^test (\S+) \.\.\. (ok|FAILED|ignored)")
 
 class ManifestError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Board:
+    """A board of src/board/: how to build for it and which QEMU machine boots it."""
+
+    name: str
+    cargo: tuple[str, ...]  # extra cargo arguments: the board feature and target directory
+    machine: str  # QEMU -M
+    dtb: str  # the device tree handed to QEMU (-dtb); "" for none
+    image: bool  # boots the raw image (as the Pi firmware does) rather than the ELF
+    min_qemu: tuple[int, int]  # oldest QEMU with the machine
+
+
+BOARDS = {
+    "virt": Board("virt", (), BASE_MACHINE, "", False, (0, 0)),
+    "rpi3": Board(
+        "rpi3",
+        ("--features", "board-rpi3", "--target-dir", "target/rpi3"),
+        "raspi3b",
+        "data/dtb/bcm2837-rpi-3-b.dtb",
+        True,
+        (0, 0),
+    ),
+    "rpi4": Board(
+        "rpi4",
+        ("--features", "board-rpi4", "--target-dir", "target/rpi4"),
+        "raspi4b",
+        "data/dtb/bcm2711-rpi-4-b.dtb",
+        True,
+        (9, 0),
+    ),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,6 +177,8 @@ class KernelSpec:
     timeout: float
     bootargs: str
     image: bool
+    board: str = DEFAULT_BOARD
+    dtb: str | None = None  # None: the board's
 
 
 @dataclass
@@ -148,6 +192,8 @@ class ShellSpec:
     exit: int
     timeout: float
     image: bool
+    board: str = DEFAULT_BOARD
+    dtb: str | None = None  # None: the board's
 
 
 def _check_keys(kind: str, entry: dict, allowed: set[str]) -> str:
@@ -178,6 +224,16 @@ def _regexes(kind: str, name: str, key: str, patterns) -> list[re.Pattern[str]]:
         raise ManifestError(f"[[{kind}]] {name}: bad regex in '{key}': {e}") from None
 
 
+def _board(kind: str, name: str, entry: dict) -> tuple[str, str | None]:
+    board = _typed(kind, name, entry, "board", str, DEFAULT_BOARD)
+    if board not in BOARDS:
+        raise ManifestError(f"[[{kind}]] {name}: unknown board {board!r} (boards: {', '.join(BOARDS)})")
+    dtb = entry.get("dtb")
+    if dtb is not None and not isinstance(dtb, str):
+        raise ManifestError(f"[[{kind}]] {name}: 'dtb' must be a string (a path, or \"\" for none)")
+    return board, dtb
+
+
 def load_manifest(path: Path) -> tuple[list[KernelSpec], list[ShellSpec]]:
     try:
         data = tomllib.loads(path.read_text())
@@ -190,7 +246,8 @@ def load_manifest(path: Path) -> tuple[list[KernelSpec], list[ShellSpec]]:
     shells: list[ShellSpec] = []
     seen: set[tuple[str, str]] = set()
     for entry in data.get("kernel", []):
-        name = _check_keys("kernel", entry, {"name", "configs", "timeout", "bootargs", "image"})
+        name = _check_keys("kernel", entry, {"name", "configs", "timeout", "bootargs", "image", "board", "dtb"})
+        board, dtb = _board("kernel", name, entry)
         configs = entry.get("configs", [""])
         if not isinstance(configs, list) or not configs or not all(isinstance(c, str) for c in configs):
             raise ManifestError(f"[[kernel]] {name}: 'configs' must be a non-empty list of strings")
@@ -201,14 +258,17 @@ def load_manifest(path: Path) -> tuple[list[KernelSpec], list[ShellSpec]]:
                 timeout=_typed("kernel", name, entry, "timeout", float, DEFAULT_TIMEOUT),
                 bootargs=_typed("kernel", name, entry, "bootargs", str, ""),
                 image=_typed("kernel", name, entry, "image", bool, False),
+                board=board,
+                dtb=dtb,
             )
         )
-        if ("kernel", name) in seen:
-            raise ManifestError(f"[[kernel]] {name} is listed twice")
-        seen.add(("kernel", name))
+        if ("kernel", name, board) in seen:
+            raise ManifestError(f"[[kernel]] {name} is listed twice for board {board}")
+        seen.add(("kernel", name, board))
     for entry in data.get("shell", []):
-        keys = {"name", "qemu", "bootargs", "stdin", "expect", "reject", "exit", "timeout", "image"}
+        keys = {"name", "qemu", "bootargs", "stdin", "expect", "reject", "exit", "timeout", "image", "board", "dtb"}
         name = _check_keys("shell", entry, keys)
+        board, dtb = _board("shell", name, entry)
         stdin = _typed("shell", name, entry, "stdin", str, "")
         shells.append(
             ShellSpec(
@@ -221,6 +281,8 @@ def load_manifest(path: Path) -> tuple[list[KernelSpec], list[ShellSpec]]:
                 exit=_typed("shell", name, entry, "exit", int, 0),
                 timeout=_typed("shell", name, entry, "timeout", float, DEFAULT_TIMEOUT),
                 image=_typed("shell", name, entry, "image", bool, False),
+                board=board,
+                dtb=dtb,
             )
         )
         if ("shell", name) in seen:
@@ -305,19 +367,23 @@ def machine_type(value: str) -> str | None:
     return None
 
 
-def qemu_command(kernel: str, options: str, bootargs: str) -> list[str]:
+def qemu_command(kernel: str, options: str, bootargs: str, board: Board = BOARDS[DEFAULT_BOARD], dtb: str | None = None) -> list[str]:
     extra = shlex.split(options)
     flags = [t[1:] if t.startswith("--") else t for t in extra]  # QEMU takes --smp as -smp
     other_machine = any(
-        f in ("-M", "-machine") and i + 1 < len(extra) and machine_type(extra[i + 1]) not in (None, BASE_MACHINE)
+        f in ("-M", "-machine") and i + 1 < len(extra) and machine_type(extra[i + 1]) not in (None, board.machine)
         for i, f in enumerate(flags)
     )
     cmd = [QEMU]
     if not other_machine:
-        cmd += ["-M", BASE_MACHINE]
-        for opt, value in BASE_OPTIONS.items():
-            if opt not in flags:
-                cmd += [opt, value]
+        cmd += ["-M", board.machine]
+        if board.machine == BASE_MACHINE:
+            for opt, value in BASE_OPTIONS.items():
+                if opt not in flags:
+                    cmd += [opt, value]
+    tree = board.dtb if dtb is None else dtb
+    if tree:
+        cmd += ["-dtb", tree]
     cmd += ["-nographic", "-semihosting", "-kernel", kernel, *extra]
     if bootargs:
         cmd += ["-append", bootargs]
@@ -397,12 +463,49 @@ class Runner:
 # Judging output
 
 
-def config_label(config: str) -> str:
-    return config if config.strip() else "default"
+def config_label(config: str, board: str = DEFAULT_BOARD) -> str:
+    if board == DEFAULT_BOARD:
+        return config if config.strip() else "default"
+    return f"{board} {config}" if config.strip() else board
 
 
-def judge_kernel(kernel: str, config: str, boot: Boot, timeout: float) -> list[Result]:
-    label = f"[{config_label(config)}]"
+def qemu_version() -> tuple[int, int] | None:
+    try:
+        out = subprocess.run([QEMU, "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    m = re.search(r"version (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def qemu_machines() -> set[str]:
+    try:
+        out = subprocess.run([QEMU, "-machine", "help"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return set()
+    return {line.split()[0] for line in out.splitlines()[1:] if line.strip()}
+
+
+def unusable_boards(boards: set[str]) -> dict[str, str]:
+    """Boards this QEMU cannot boot, with the reason."""
+    version = qemu_version()
+    machines = qemu_machines()
+    reasons: dict[str, str] = {}
+    for name in sorted(boards):
+        b = BOARDS[name]
+        if b.machine == BASE_MACHINE:
+            continue
+        if version is not None and version < b.min_qemu:
+            have = ".".join(map(str, version))
+            need = ".".join(map(str, b.min_qemu))
+            reasons[name] = f"QEMU {have} has no usable {b.machine} (needs {need} or newer)"
+        elif machines and b.machine not in machines:
+            reasons[name] = f"this QEMU has no {b.machine} machine"
+    return reasons
+
+
+def judge_kernel(kernel: str, config: str, boot: Boot, timeout: float, board: str = DEFAULT_BOARD) -> list[Result]:
+    label = f"[{config_label(config, board)}]"
     results: list[Result] = []
     reported = {"ok": 0, "FAILED": 0}
     summary: tuple[int, int] | None = None
@@ -532,7 +635,8 @@ def main() -> int:
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="QEMU boots at once (default: cores)")
     ap.add_argument("-k", "--filter", metavar="SUBSTRING", help="run only cases whose name contains SUBSTRING")
     ap.add_argument("--manifest", type=Path, default=ROOT / "tests" / "qemu.toml", help="default: tests/qemu.toml")
-    ap.add_argument("--kernel", metavar="ELF", help="boot this ELF for shell cases instead of building one")
+    ap.add_argument("--kernel", metavar="ELF", help="boot this ELF for virt shell cases instead of building one")
+    ap.add_argument("--board", choices=sorted(BOARDS), help="run only this board's QEMU cases")
     ap.add_argument("--no-host", action="store_true", help="skip the host unit tests")
     ap.add_argument("--host", metavar="TRIPLE", help="host target triple (default: from rustc -vV)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every boot's whole output")
@@ -571,53 +675,77 @@ def main() -> int:
             kernel_specs.append(KernelSpec(name, [""], DEFAULT_TIMEOUT, "", False))
             report.note(f"note: test kernel '{name}' is not in {args.manifest.name}; booting it once as it is")
 
-    kernel_runs = [(k, c) for k in kernel_specs for c in k.configs if wanted(f"{k.name} [{config_label(c)}]")]
-    shell_runs = [s for s in shell_specs if wanted(f"shell::{s.name}")]
+    def on_board(board: str) -> bool:
+        return not args.board or board == args.board
+
+    kernel_runs = [
+        (k, c)
+        for k in kernel_specs
+        for c in k.configs
+        if on_board(k.board) and wanted(f"{k.name} [{config_label(c, k.board)}]")
+    ]
+    shell_runs = [s for s in shell_specs if on_board(s.board) and wanted(f"shell::{s.name}")]
     if args.list:
         for k, c in kernel_runs:
-            print(f"{k.name} [{config_label(c)}]")
+            print(f"{k.name} [{config_label(c, k.board)}]")
         for s in shell_runs:
-            print(f"shell::{s.name}")
+            print(f"shell::{s.name}" + (f" [{s.board}]" if s.board != DEFAULT_BOARD else ""))
         return 0
+
+    # Boards this QEMU cannot boot are skipped, and say so.
+    skipped = unusable_boards({k.board for k, _ in kernel_runs} | {s.board for s in shell_runs})
+    for board, why in skipped.items():
+        cases = sum(k.board == board for k, _ in kernel_runs) + sum(s.board == board for s in shell_runs)
+        report.note(f"note: skipping the {cases} {board} boot(s): {why}")
+    kernel_runs = [(k, c) for k, c in kernel_runs if k.board not in skipped]
+    shell_runs = [s for s in shell_runs if s.board not in skipped]
 
     if not args.no_host:
         run_host_tests(host, args.filter, report)
 
-    # Build what the selected cases boot.
-    kernels: dict[str, str] = {}
-    build_failed: dict[str, str] = {}
-    if args.kernel:
-        kernels[KERNEL_BIN] = args.kernel
-    elif shell_runs:
-        ok, found = cargo_artifacts(["build", "--release"])
-        if KERNEL_BIN in found and ok:
-            kernels[KERNEL_BIN] = found[KERNEL_BIN]
-        else:
-            build_failed[KERNEL_BIN] = "the kernel did not build"
-    names = sorted({k.name for k, _ in kernel_runs if k.name in declared})
-    if names:
-        ok, found = cargo_artifacts(
-            ["test", "--release", "--no-run", "--no-fail-fast", *(a for n in names for a in ("--test", n))]
-        )
-        for n in names:
-            if n in found:
-                kernels[f"test:{n}"] = found[n]
+    # Build what the selected cases boot, per board (each in its own target directory).
+    # Keys: (board, KERNEL_BIN) for the kernel, (board, "test:<name>") for a test kernel.
+    kernels: dict[tuple[str, str], str] = {}
+    build_failed: dict[tuple[str, str], str] = {}
+    for board in sorted({s.board for s in shell_runs} | {k.board for k, _ in kernel_runs}):
+        cargo = list(BOARDS[board].cargo)
+        suffix = "" if board == DEFAULT_BOARD else f" for {board}"
+        if args.kernel and board == DEFAULT_BOARD:
+            kernels[(board, KERNEL_BIN)] = args.kernel
+        elif any(s.board == board for s in shell_runs):
+            ok, found = cargo_artifacts(["build", "--release", *cargo])
+            if KERNEL_BIN in found and ok:
+                kernels[(board, KERNEL_BIN)] = found[KERNEL_BIN]
             else:
-                build_failed[f"test:{n}"] = f"test kernel '{n}' did not build"
+                build_failed[(board, KERNEL_BIN)] = f"the kernel did not build{suffix}"
+        names = sorted({k.name for k, _ in kernel_runs if k.name in declared and k.board == board})
+        if names:
+            ok, found = cargo_artifacts(
+                ["test", "--release", "--no-run", "--no-fail-fast", *cargo, *(a for n in names for a in ("--test", n))]
+            )
+            for n in names:
+                if n in found:
+                    kernels[(board, f"test:{n}")] = found[n]
+                else:
+                    build_failed[(board, f"test:{n}")] = f"test kernel '{n}' did not build{suffix}"
     for k, _ in kernel_runs:
         if k.name not in declared:
-            build_failed[f"test:{k.name}"] = f"no [[test]] target named '{k.name}' in Cargo.toml"
+            build_failed[(k.board, f"test:{k.name}")] = f"no [[test]] target named '{k.name}' in Cargo.toml"
 
-    images: dict[str, str] = {}
+    images: dict[tuple[str, str], str] = {}
     images_lock = threading.Lock()
 
-    def bootable(key: str, image: bool) -> str:
+    def bootable(key: tuple[str, str], image: bool) -> str:
+        """The file QEMU boots: the ELF, or the raw image made from it next to it (on a Pi
+        board always, named as the firmware wants it for the kernel)."""
+        board, name = key
         elf = kernels[key]
-        if not image:
+        if not (image or BOARDS[board].image):
             return os.path.relpath(elf, ROOT)
         with images_lock:
             if key not in images:
-                out = Path(elf).parent / ("Image" if key == KERNEL_BIN else Path(elf).name + ".Image")
+                main_name = "Image" if board == DEFAULT_BOARD else "kernel8.img"
+                out = Path(elf).parent / (main_name if name == KERNEL_BIN else Path(elf).name + ".Image")
                 make_image(elf, out, host)
                 images[key] = os.path.relpath(out, ROOT)
             return images[key]
@@ -631,19 +759,23 @@ def main() -> int:
         return None if ok else [f"$ {shlex.join(boot.command)}"] + tail(boot.lines)
 
     def run_kernel(spec: KernelSpec, config: str) -> None:
-        key = f"test:{spec.name}"
+        key = (spec.board, f"test:{spec.name}")
         if key in build_failed:
-            report.add([Result(f"{spec.name} [{config_label(config)}]", False, build_failed[key])])
+            report.add([Result(f"{spec.name} [{config_label(config, spec.board)}]", False, build_failed[key])])
             return
-        boot = runner.boot(qemu_command(bootable(key, spec.image), config, spec.bootargs), None, spec.timeout)
-        results = judge_kernel(spec.name, config, boot, spec.timeout)
+        board = BOARDS[spec.board]
+        command = qemu_command(bootable(key, spec.image), config, spec.bootargs, board, spec.dtb)
+        boot = runner.boot(command, None, spec.timeout)
+        results = judge_kernel(spec.name, config, boot, spec.timeout, spec.board)
         report.add(results, boot_log(boot, all(r.ok for r in results)))
 
     def run_shell(spec: ShellSpec) -> None:
-        if KERNEL_BIN in build_failed:
-            report.add([Result(f"shell::{spec.name}", False, build_failed[KERNEL_BIN])])
+        key = (spec.board, KERNEL_BIN)
+        if key in build_failed:
+            report.add([Result(f"shell::{spec.name}", False, build_failed[key])])
             return
-        command = qemu_command(bootable(KERNEL_BIN, spec.image), spec.qemu, spec.bootargs)
+        board = BOARDS[spec.board]
+        command = qemu_command(bootable(key, spec.image), spec.qemu, spec.bootargs, board, spec.dtb)
         boot = runner.boot(command, spec.stdin, spec.timeout)
         result = judge_shell(spec, boot)
         report.add([result], boot_log(boot, result.ok))

@@ -325,19 +325,39 @@ pub fn spawn_with<F: FnOnce() + Send + 'static>(
     policy: StackPolicy,
     f: F,
 ) -> Result<JoinHandle, SpawnError> {
-    let boxed: Box<Box<dyn FnOnce() + Send>> = Box::new(Box::new(f));
-    let arg = Box::into_raw(boxed) as usize;
+    spawn_closure(name, policy, None, Box::new(f))
+}
+
+/// Starts a system thread running `f` on CPU `cpu` only (it is never migrated), for
+/// benchmarks and tests that need to know where a thread runs.
+pub fn spawn_pinned<F: FnOnce() + Send + 'static>(
+    name: &str,
+    policy: StackPolicy,
+    cpu: usize,
+    f: F,
+) -> Result<JoinHandle, SpawnError> {
+    spawn_closure(name, policy, Some(cpu), Box::new(f))
+}
+
+fn spawn_closure(
+    name: &str,
+    policy: StackPolicy,
+    pinned: Option<usize>,
+    f: Box<dyn FnOnce() + Send>,
+) -> Result<JoinHandle, SpawnError> {
+    let arg = Box::into_raw(Box::new(f)) as usize;
     let state = Arc::new(JoinState {
         done: AtomicBool::new(false),
         waiter: AtomicPtr::new(core::ptr::null_mut()),
     });
-    match spawn_raw(
+    match spawn_raw_on(
         name,
         ThreadKind::System,
         policy,
         closure_entry,
         arg,
         Some(state.clone()),
+        pinned,
     ) {
         Ok(tid) => Ok(JoinHandle { tid, state }),
         Err(e) => {
@@ -351,38 +371,6 @@ pub fn spawn_with<F: FnOnce() + Send + 'static>(
 /// Frames kept free for the kernel itself: spawning stops before memory is this low, so the
 /// heap and the stack reserves never fail where they cannot report it.
 const SPAWN_LOW_WATER_PAGES: u64 = 512;
-
-/// Starts a system thread running `f` on CPU `cpu` only (it is never migrated), for
-/// benchmarks and tests that need to know where a thread runs.
-pub fn spawn_pinned<F: FnOnce() + Send + 'static>(
-    name: &str,
-    policy: StackPolicy,
-    cpu: usize,
-    f: F,
-) -> Result<JoinHandle, SpawnError> {
-    let boxed: Box<Box<dyn FnOnce() + Send>> = Box::new(Box::new(f));
-    let arg = Box::into_raw(boxed) as usize;
-    let state = Arc::new(JoinState {
-        done: AtomicBool::new(false),
-        waiter: AtomicPtr::new(core::ptr::null_mut()),
-    });
-    match spawn_raw_on(
-        name,
-        ThreadKind::System,
-        policy,
-        closure_entry,
-        arg,
-        Some(state.clone()),
-        Some(cpu),
-    ) {
-        Ok(tid) => Ok(JoinHandle { tid, state }),
-        Err(e) => {
-            // SAFETY: the thread was not created, so the closure is still ours.
-            drop(unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) });
-            Err(e)
-        }
-    }
-}
 
 /// Starts a thread calling `entry(arg)`; returns its id. Workload threads are counted for
 /// `settle` and may be killed.
