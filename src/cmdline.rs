@@ -954,23 +954,6 @@ mod tests {
         assert_eq!(size_text(1536 << 10), "1536k");
     }
 
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            items[(self.next() % items.len() as u64) as usize]
-        }
-    }
-
     #[test]
     fn random_lines_never_panic_and_stay_valid() {
         let pieces = [
@@ -1004,12 +987,12 @@ mod tests {
             "é",
             "\u{0}",
         ];
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = crate::rng::XorShift::new(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
             let mut line = String::new();
-            for _ in 0..rng.next() % 12 {
+            for _ in 0..rng.next_u64() % 12 {
                 line.push_str(rng.pick(&pieces));
-                if rng.next().is_multiple_of(3) {
+                if rng.next_u64().is_multiple_of(3) {
                     line.push(' ');
                 }
             }
@@ -1026,10 +1009,10 @@ mod tests {
 
     #[test]
     fn random_bytes_never_panic() {
-        let mut rng = XorShift(12345);
+        let mut rng = crate::rng::XorShift::new(12345);
         for _ in 0..5_000 {
-            let len = (rng.next() % 64) as usize;
-            let bytes: Vec<u8> = (0..len).map(|_| (rng.next() % 128) as u8).collect();
+            let len = (rng.next_u64() % 64) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| (rng.next_u64() % 128) as u8).collect();
             let line = String::from_utf8_lossy(&bytes).into_owned();
             let (args, _) = std::panic::catch_unwind(|| parse(&line))
                 .unwrap_or_else(|_| panic!("panicked on {line:?}"));

@@ -2454,23 +2454,6 @@ mod tests {
         elapsed
     }
 
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     fn corpus() -> Vec<(&'static str, Vec<u8>)> {
         vec![
             ("rpi3b", RPI3B.to_vec()),
@@ -2540,7 +2523,7 @@ mod tests {
 
     #[test]
     fn seeded_bit_flips() {
-        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let mut rng = crate::rng::XorShift::new(0x2545_f491_4f6c_dd1d);
         let mut slowest = Duration::ZERO;
         for (name, blob) in corpus() {
             for _ in 0..1500 {
@@ -2560,7 +2543,7 @@ mod tests {
 
     #[test]
     fn seeded_word_mutations_in_the_structure_block() {
-        let mut rng = XorShift(0xdead_beef_cafe_f00d);
+        let mut rng = crate::rng::XorShift::new(0xdead_beef_cafe_f00d);
         let words = [1, 2, 3, 4, 9, 0, 5, 0xffff_ffff, 0x8000_0000, 0x10, 0x1000];
         for (name, blob) in corpus() {
             let start = header_field(&blob, 2) as usize;
@@ -2570,7 +2553,7 @@ mod tests {
                 for _ in 0..1 + rng.below(3) {
                     let at = start + 4 * rng.below(size / 4);
                     let word = if rng.below(4) == 0 {
-                        rng.next() as u32
+                        rng.next_u64() as u32
                     } else {
                         words[rng.below(words.len())]
                     };
@@ -2583,10 +2566,10 @@ mod tests {
 
     #[test]
     fn random_bytes_with_a_valid_header() {
-        let mut rng = XorShift(7);
+        let mut rng = crate::rng::XorShift::new(7);
         for _ in 0..3000 {
             let len = HEADER_SIZE + rng.below(512);
-            let mut blob: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let mut blob: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             set_header_field(&mut blob, 0, FDT_MAGIC);
             set_header_field(&mut blob, 1, len as u32);
             set_header_field(&mut blob, 5, 16 + rng.below(2) as u32);

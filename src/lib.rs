@@ -11,6 +11,7 @@ extern crate alloc;
 pub mod cmdline;
 pub mod dtb;
 pub mod mm;
+pub mod rng;
 pub mod shell;
 
 #[cfg(target_os = "none")]

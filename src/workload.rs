@@ -6,6 +6,7 @@
 //! to be killed. Calls `sched` and `stack`.
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::rng::XorShift;
 use crate::sched;
 use crate::shell::command::Profile;
 
@@ -16,37 +17,16 @@ pub fn set_seed(seed: u64) {
     SEED.store(seed, Ordering::Relaxed);
 }
 
-/// A small seeded generator (xorshift64*), so runs repeat.
-pub struct Rng(u64);
+/// Workload draws: a [`XorShift`] per thread, seeded from the `seed=` argument.
+pub struct Rng;
 
 impl Rng {
-    /// A generator for draw number `index` of the configured seed.
-    pub fn for_index(index: u64) -> Self {
-        let mut s = SEED.load(Ordering::Relaxed) ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        if s == 0 {
-            s = 1;
-        }
-        let mut r = Rng(s);
+    /// The generator for workload thread number `index` of the configured seed.
+    pub fn for_index(index: u64) -> XorShift {
+        let mut r =
+            XorShift::new(SEED.load(Ordering::Relaxed) ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         r.next_u64();
         r
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `[lo, hi]`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo {
-            return lo;
-        }
-        lo + self.next_u64() % (hi - lo + 1)
     }
 }
 
@@ -106,7 +86,7 @@ fn idle(_: usize) {
 
 /// Depth a `mix` thread reaches: 95% within 4 KiB, 4% between 4 and 8 KiB, 1% deeper, up
 /// to just under `kstack.max`.
-pub fn mix_depth(rng: &mut Rng, max: u64) -> u64 {
+pub fn mix_depth(rng: &mut XorShift, max: u64) -> u64 {
     let roll = rng.range(0, 99);
     let deep_limit = max.saturating_sub(2048).max(8192);
     if roll < 95 {

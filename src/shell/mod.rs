@@ -1128,27 +1128,9 @@ mod tests {
         assert_eq!(fake.calls, ["trim"]);
     }
 
-    /// xorshift64: a fixed-seed generator so failures repeat.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     /// Input that is mostly command-like (so that parsing goes deep) with random bytes,
     /// editing keys and escape sequences mixed in.
-    fn random_input(rng: &mut XorShift) -> Vec<u8> {
+    fn random_input(rng: &mut crate::rng::XorShift) -> Vec<u8> {
         const WORDS: &[&str] = &[
             "help",
             "mem",
@@ -1203,7 +1185,7 @@ mod tests {
         let mut bytes = Vec::new();
         for _ in 0..rng.below(40) {
             match rng.below(4) {
-                0 => bytes.push(rng.next() as u8),
+                0 => bytes.push(rng.next_u64() as u8),
                 1 => {
                     let n = rng.below(300);
                     bytes.extend((0..n).map(|_| b'0' + rng.below(10) as u8));
@@ -1216,7 +1198,7 @@ mod tests {
 
     #[test]
     fn random_input_never_panics_and_always_answers() {
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = crate::rng::XorShift::new(0x9e37_79b9_7f4a_7c15);
         let mut fake = Fake::new();
         let mut shell = Shell::new();
         for _ in 0..3000 {
