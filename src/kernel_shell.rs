@@ -191,7 +191,10 @@ impl Backend for KernelBackend {
             oom_kills: s.oom_kills,
             trimmed_kib: s.trimmed_pages * 4,
             pt_kib: s.table_pages * 4,
-            tcb_bytes: core::mem::size_of::<sched::Thread>() as u64,
+            // What the heap really hands out for one (its buddy blocks are powers of two).
+            tcb_bytes: core::mem::size_of::<sched::Thread>().next_power_of_two() as u64,
+            // One 4 KiB last-level table maps 2 MiB of the arena, shared by the stacks in it.
+            pt_bytes_per_thread: 4096 * stack::arena::stride() / (2 << 20),
         }
     }
 

@@ -21,6 +21,10 @@ const CHUNKS: usize = (STACK_ARENA_SIZE / CHUNK) as usize;
 static L3_TABLES: [AtomicU64; CHUNKS] = [const { AtomicU64::new(0) }; CHUNKS];
 static TABLE_PAGES: AtomicU64 = AtomicU64::new(0);
 static STRIDE: AtomicU64 = AtomicU64::new(0);
+static GUARD: AtomicU64 = AtomicU64::new(0);
+/// Every bit of a stack page descriptor but the address (normal memory, read-write, never
+/// executable), computed once so the fault path only ORs in the frame.
+static PAGE_BITS: AtomicU64 = AtomicU64::new(0);
 
 struct Slots {
     next_unused: u32,
@@ -38,6 +42,11 @@ static SLOTS: IrqMutex<Slots> = IrqMutex::new(Slots {
 pub fn init() {
     let stride = (config().max + config().guard) as u64;
     STRIDE.store(stride, Ordering::Relaxed);
+    GUARD.store(config().guard as u64, Ordering::Relaxed);
+    PAGE_BITS.store(
+        PageTable::page_descriptor(0, Attributes::DATA),
+        Ordering::Relaxed,
+    );
     SLOTS.lock().max = (STACK_ARENA_SIZE / stride).min(u32::MAX as u64) as u32;
 }
 
@@ -53,7 +62,7 @@ pub fn capacity() -> u32 {
 
 /// Lowest stack address of `slot` (its guard gap lies just below).
 pub fn slot_base(slot: u32) -> u64 {
-    STACK_ARENA_BASE + slot as u64 * stride() + config().guard as u64
+    STACK_ARENA_BASE + slot as u64 * stride() + GUARD.load(Ordering::Relaxed)
 }
 
 /// Pages of translation tables created for the arena.
@@ -108,7 +117,7 @@ fn descriptor_ptr(va: u64) -> *mut u64 {
 /// Maps the page at `va` (inside a slot handed out by [`alloc_slot`]) to frame `pa`,
 /// read-write and never executable. Visible after [`publish`].
 pub fn map_page(va: u64, pa: u64) {
-    let desc = PageTable::page_descriptor(pa, Attributes::DATA);
+    let desc = PAGE_BITS.load(Ordering::Relaxed) | pa;
     // SAFETY: the slot's L3 table exists (alloc_slot) and this entry belongs to the slot's
     // owner, the only writer.
     unsafe { core::ptr::write_volatile(descriptor_ptr(va), desc) };

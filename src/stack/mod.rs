@@ -32,8 +32,15 @@ static CONFIG: spin::Once<StackConfig> = spin::Once::new();
 /// Sets the stack configuration from the command line. Called once at boot, before the first
 /// thread; later calls are ignored.
 pub fn configure(config: StackConfig) {
-    CONFIG.call_once(|| config);
+    let config = CONFIG.call_once(|| config);
+    MAX_BYTES.store(config.max as u64, Ordering::Relaxed);
+    GUARD_BYTES.store(config.guard as u64, Ordering::Relaxed);
 }
+
+/// `kstack.max` and `kstack.guard`, read on the fault path without going through the
+/// `Once` (set by [`configure`]; the defaults until then).
+static MAX_BYTES: AtomicU64 = AtomicU64::new(16 * 1024);
+static GUARD_BYTES: AtomicU64 = AtomicU64::new(4 * 1024);
 
 /// The stack configuration in force.
 pub fn config() -> &'static StackConfig {
@@ -57,21 +64,24 @@ pub fn initial_pages(policy: StackPolicy) -> u32 {
     }
 }
 
-/// Per-CPU counters, summed by [`stats`]: the fault path only ever touches its own CPU's line.
+/// Growth counters, one cache line per CPU, summed by [`stats`]. Only the fault path of that
+/// CPU writes them (in exception context, IRQs masked), so it needs no atomic
+/// read-modify-write: a load and a store.
 #[repr(align(64))]
-struct CpuCounters {
-    mapped_pages: AtomicU64,
-    unmapped_pages: AtomicU64,
+struct GrowthCounters {
+    grown_pages: AtomicU64,
     grow_faults: AtomicU64,
 }
 
-static COUNTERS: [CpuCounters; MAX_CPUS] = [const {
-    CpuCounters {
-        mapped_pages: AtomicU64::new(0),
-        unmapped_pages: AtomicU64::new(0),
+static GROWTH: [GrowthCounters; MAX_CPUS] = [const {
+    GrowthCounters {
+        grown_pages: AtomicU64::new(0),
         grow_faults: AtomicU64::new(0),
     }
 }; MAX_CPUS];
+/// Pages mapped at creation and unmapped by trim or exit (thread context, any CPU).
+static CREATED_PAGES: AtomicU64 = AtomicU64::new(0);
+static RELEASED_PAGES: AtomicU64 = AtomicU64::new(0);
 static STACKS: AtomicU64 = AtomicU64::new(0);
 static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
 static OOM_KILLS: AtomicU64 = AtomicU64::new(0);
@@ -79,15 +89,16 @@ static TRIMMED_PAGES: AtomicU64 = AtomicU64::new(0);
 static SHORTAGES: AtomicU64 = AtomicU64::new(0);
 
 fn count_mapped(pages: u64) {
-    COUNTERS[cpu_index()]
-        .mapped_pages
-        .fetch_add(pages, Ordering::Relaxed);
+    CREATED_PAGES.fetch_add(pages, Ordering::Relaxed);
 }
 
 fn count_unmapped(pages: u64) {
-    COUNTERS[cpu_index()]
-        .unmapped_pages
-        .fetch_add(pages, Ordering::Relaxed);
+    RELEASED_PAGES.fetch_add(pages, Ordering::Relaxed);
+}
+
+/// Adds to a counter only this CPU writes, with IRQs masked.
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + by, Ordering::Relaxed);
 }
 
 /// Stack memory now, from counters kept up to date (no walk over threads).
@@ -115,10 +126,11 @@ pub struct Stats {
 
 /// Current stack statistics.
 pub fn stats() -> Stats {
-    let (mut mapped, mut unmapped, mut faults) = (0u64, 0u64, 0u64);
-    for c in &COUNTERS {
-        mapped += c.mapped_pages.load(Ordering::Relaxed);
-        unmapped += c.unmapped_pages.load(Ordering::Relaxed);
+    let mut mapped = CREATED_PAGES.load(Ordering::Relaxed);
+    let unmapped = RELEASED_PAGES.load(Ordering::Relaxed);
+    let mut faults = 0u64;
+    for c in &GROWTH {
+        mapped += c.grown_pages.load(Ordering::Relaxed);
         faults += c.grow_faults.load(Ordering::Relaxed);
     }
     Stats {
@@ -217,7 +229,7 @@ impl Stack {
 
     /// Highest address + 1: a new thread's initial SP.
     pub fn top(&self) -> u64 {
-        self.base() + config().max as u64
+        self.base() + MAX_BYTES.load(Ordering::Relaxed)
     }
 
     /// Lowest mapped address.
@@ -386,7 +398,7 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
     if !frame.from_thread() || !syndrome.is_translation_fault() {
         return FaultOutcome::NotStack;
     }
-    if INJECT_FAULT.swap(false, Ordering::SeqCst) {
+    if INJECT_FAULT.load(Ordering::Relaxed) && INJECT_FAULT.swap(false, Ordering::SeqCst) {
         // SAFETY: deliberately not safe: an unmapped address, to test the nested-fault report.
         unsafe { core::ptr::read_volatile(0xdead_0000 as *const u64) };
     }
@@ -398,7 +410,7 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
     // SAFETY: the current thread's control block outlives its time on this CPU.
     let stack = unsafe { &(*thread).stack };
     let base = stack.base();
-    if far < base && far >= base - config().guard as u64 {
+    if far < base && far >= base - GUARD_BYTES.load(Ordering::Relaxed) {
         OVERFLOWS.fetch_add(1, Ordering::Relaxed);
         return FaultOutcome::Overflow;
     }
@@ -408,15 +420,14 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
     }
     let first = align_down(far, PAGE);
     let pages = ((bottom - first) / PAGE) as u32;
-    if !reserve::has(cpu, pages as usize) {
+    let mut va = bottom;
+    let mapped_all = reserve::take(cpu, pages as usize, |pa| {
+        va -= PAGE;
+        arena::map_page(va, pa);
+    });
+    if !mapped_all {
         OOM_KILLS.fetch_add(1, Ordering::Relaxed);
         return FaultOutcome::OutOfMemory;
-    }
-    let mut va = bottom;
-    while va > first {
-        va -= PAGE;
-        let pa = reserve::take(cpu).expect("reserve checked above");
-        arena::map_page(va, pa);
     }
     arena::publish();
     let mapped = stack.mapped_pages.load(Ordering::Relaxed) + pages;
@@ -424,12 +435,14 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
     if mapped > stack.high_water_pages.load(Ordering::Relaxed) {
         stack.high_water_pages.store(mapped, Ordering::Relaxed);
     }
-    stack.grow_faults.fetch_add(1, Ordering::Relaxed);
-    let counters = &COUNTERS[cpu];
-    counters
-        .mapped_pages
-        .fetch_add(pages as u64, Ordering::Relaxed);
-    counters.grow_faults.fetch_add(1, Ordering::Relaxed);
+    // The CPU running the thread is the only writer of its stack's counters.
+    stack.grow_faults.store(
+        stack.grow_faults.load(Ordering::Relaxed) + 1,
+        Ordering::Relaxed,
+    );
+    let counters = &GROWTH[cpu];
+    bump(&counters.grown_pages, pages as u64);
+    bump(&counters.grow_faults, 1);
     FaultOutcome::Grown
 }
 

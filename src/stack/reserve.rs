@@ -56,16 +56,20 @@ pub fn fill(cpu: usize, need: usize) -> bool {
     true
 }
 
-/// Whether CPU `cpu`'s reserve holds at least `n` pages.
-pub fn has(cpu: usize, n: usize) -> bool {
-    pages(cpu).len() >= n
-}
-
-/// Takes one zeroed page from CPU `cpu`'s reserve.
-pub fn take(cpu: usize) -> Option<u64> {
-    let pa = pages(cpu).pop();
-    RESERVES[cpu].len.store(pages(cpu).len(), Ordering::Relaxed);
-    pa
+/// Takes `n` zeroed pages from CPU `cpu`'s reserve, handing each to `map`; false (and
+/// nothing taken) if the reserve holds fewer.
+pub fn take(cpu: usize, n: usize, mut map: impl FnMut(u64)) -> bool {
+    let v = pages(cpu);
+    if v.len() < n {
+        return false;
+    }
+    for _ in 0..n {
+        if let Some(pa) = v.pop() {
+            map(pa);
+        }
+    }
+    RESERVES[cpu].len.store(v.len(), Ordering::Relaxed);
+    true
 }
 
 /// Pages held in all reserves.
