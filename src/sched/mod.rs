@@ -687,8 +687,10 @@ pub fn for_each_thread_chunked(f: &mut dyn FnMut(&Thread)) {
 pub fn add_cpu(cpu: usize) -> Result<(), SpawnError> {
     // Fixed: the threads the kernel cannot do without must run even when no page can be
     // found for a dynamic stack's reserve.
+    // Named after its CPU, so `ps` does not mix it up with `idle` workload threads.
+    let name = alloc::format!("cpu{}-idle", cpu);
     let tid = spawn_raw(
-        "idle",
+        &name,
         ThreadKind::Idle,
         StackPolicy::Fixed,
         idle_loop,
@@ -754,6 +756,10 @@ fn save_current(frame: &TrapFrame, cpu: usize) -> *mut Thread {
     unsafe {
         (*t).context = *frame;
         (*t).stack.release_claim();
+        // An idle thread is never queued; it waits, ready, for its CPU to have nothing else.
+        if (*t).kind == ThreadKind::Idle {
+            (*t).set_state(ThreadState::Ready);
+        }
     }
     t
 }

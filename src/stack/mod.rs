@@ -53,7 +53,7 @@ pub fn default_policy() -> StackPolicy {
 }
 
 fn max_pages() -> u32 {
-    (config().max / PAGE_SIZE) as u32
+    (MAX_BYTES.load(Ordering::Relaxed) / PAGE) as u32
 }
 
 /// Pages mapped when a stack with `policy` is created.
