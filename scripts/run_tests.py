@@ -194,6 +194,7 @@ class ShellSpec:
     image: bool
     board: str = DEFAULT_BOARD
     dtb: str | None = None  # None: the board's
+    kernel: str | None = None  # a test kernel (tests/<name>.rs) instead of the main kernel
 
 
 def _check_keys(kind: str, entry: dict, allowed: set[str]) -> str:
@@ -266,7 +267,7 @@ def load_manifest(path: Path) -> tuple[list[KernelSpec], list[ShellSpec]]:
             raise ManifestError(f"[[kernel]] {name} is listed twice for board {board}")
         seen.add(("kernel", name, board))
     for entry in data.get("shell", []):
-        keys = {"name", "qemu", "bootargs", "stdin", "expect", "reject", "exit", "timeout", "image", "board", "dtb"}
+        keys = {"name", "qemu", "bootargs", "stdin", "expect", "reject", "exit", "timeout", "image", "board", "dtb", "kernel"}
         name = _check_keys("shell", entry, keys)
         board, dtb = _board("shell", name, entry)
         stdin = _typed("shell", name, entry, "stdin", str, "")
@@ -283,6 +284,7 @@ def load_manifest(path: Path) -> tuple[list[KernelSpec], list[ShellSpec]]:
                 image=_typed("shell", name, entry, "image", bool, False),
                 board=board,
                 dtb=dtb,
+                kernel=_typed("shell", name, entry, "kernel", str, None) if "kernel" in entry else None,
             )
         )
         if ("shell", name) in seen:
@@ -669,7 +671,9 @@ def main() -> int:
 
     # Kernels declared in Cargo.toml but missing from the manifest still run, once, as they are.
     declared = test_targets()
-    listed = {k.name for k in kernel_specs}
+    # A test kernel only judged by [[shell]] entries (one that ends in a panic on purpose)
+    # counts as listed.
+    listed = {k.name for k in kernel_specs} | {s.kernel for s in shell_specs if s.kernel}
     for name in declared:
         if name not in listed:
             kernel_specs.append(KernelSpec(name, [""], DEFAULT_TIMEOUT, "", False))
@@ -718,7 +722,10 @@ def main() -> int:
                 kernels[(board, KERNEL_BIN)] = found[KERNEL_BIN]
             else:
                 build_failed[(board, KERNEL_BIN)] = f"the kernel did not build{suffix}"
-        names = sorted({k.name for k, _ in kernel_runs if k.name in declared and k.board == board})
+        names = sorted(
+            {k.name for k, _ in kernel_runs if k.name in declared and k.board == board}
+            | {s.kernel for s in shell_runs if s.kernel in declared and s.board == board}
+        )
         if names:
             ok, found = cargo_artifacts(
                 ["test", "--release", "--no-run", "--no-fail-fast", *cargo, *(a for n in names for a in ("--test", n))]
@@ -731,6 +738,9 @@ def main() -> int:
     for k, _ in kernel_runs:
         if k.name not in declared:
             build_failed[(k.board, f"test:{k.name}")] = f"no [[test]] target named '{k.name}' in Cargo.toml"
+    for s in shell_runs:
+        if s.kernel and s.kernel not in declared:
+            build_failed[(s.board, f"test:{s.kernel}")] = f"no [[test]] target named '{s.kernel}' in Cargo.toml"
 
     images: dict[tuple[str, str], str] = {}
     images_lock = threading.Lock()
@@ -770,7 +780,7 @@ def main() -> int:
         report.add(results, boot_log(boot, all(r.ok for r in results)))
 
     def run_shell(spec: ShellSpec) -> None:
-        key = (spec.board, KERNEL_BIN)
+        key = (spec.board, f"test:{spec.kernel}" if spec.kernel else KERNEL_BIN)
         if key in build_failed:
             report.add([Result(f"shell::{spec.name}", False, build_failed[key])])
             return

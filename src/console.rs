@@ -4,6 +4,7 @@
 //! UART interrupt fills. Output is serialised by a lock so lines from different CPUs do not
 //! interleave; a panic report bypasses the lock if its holder is the CPU that panicked.
 //! Calls `sync` and `sched` (to wake the thread waiting for input).
+use alloc::string::String;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
@@ -106,13 +107,34 @@ pub fn write_fmt_emergency(args: fmt::Arguments) {
     }
 }
 
-/// A `core::fmt::Write` sink that prints to the console, for code that takes a writer.
+/// A `core::fmt::Write` sink that prints to the console, for code that takes a writer (the
+/// shell). It writes whole lines at once, so a line built from many pieces (a summary line)
+/// is never split by a report from another CPU; a partial line (a prompt, the echo of what
+/// is typed) goes out at [`flush`], which [`read_byte`] calls before it waits.
 pub struct Console;
+
+/// What [`Console`] has been given since its last complete line.
+static PENDING: IrqMutex<String> = IrqMutex::new(String::new());
 
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        write_fmt(format_args!("{}", s));
+        let mut pending = PENDING.lock();
+        pending.push_str(s);
+        let Some(end) = pending.rfind('\n') else {
+            return Ok(());
+        };
+        let lines: String = pending.drain(..=end).collect();
+        drop(pending);
+        write_fmt(format_args!("{}", lines));
         Ok(())
+    }
+}
+
+/// Writes out what [`Console`] holds of an unfinished line.
+pub fn flush() {
+    let rest = core::mem::take(&mut *PENDING.lock());
+    if !rest.is_empty() {
+        write_fmt(format_args!("{}", rest));
     }
 }
 
@@ -162,6 +184,7 @@ fn pop_input() -> Option<u8> {
 
 /// Waits for the next input byte. Only one thread (the shell) reads the console.
 pub fn read_byte() -> u8 {
+    flush();
     loop {
         if let Some(b) = pop_input() {
             return b;

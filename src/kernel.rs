@@ -524,6 +524,7 @@ extern "C" fn secondary_kernel_entry(_context: u64) -> ! {
 
 /// Powers the machine off (QEMU exits with status 0).
 pub fn poweroff() -> ! {
+    crate::console::flush();
     if let Some(c) = BOOT_INFO.get().and_then(|i| i.psci) {
         psci::system_off(c);
     }

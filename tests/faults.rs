@@ -1,9 +1,14 @@
-//! Fatal and near-fatal conditions, tested in QEMU: memory exhaustion by stack growth, and a
-//! nested fault on the exception stack.
+//! Fatal and near-fatal conditions, tested in QEMU: memory running low and out under stack
+//! growth, and faults the kernel cannot survive (which must end in a clear report, never a
+//! hang).
 //!
 //! The mode is chosen by the command line:
 //!
-//! - default (meant for `-m 64M`): `memory_exhaustion` and friends. Dynamic threads are
+//! - default (meant for `-m 64M`; works with any `-m`, see below): two cases, each driven
+//!   from a thread with a fixed stack and watched by a watchdog that turns a hang into a
+//!   `FAILED` line. `trim_when_memory_runs_low`: sleeping threads hold deep unused stack
+//!   pages, every free frame is taken away, and threads pinned to every CPU must grow: the
+//!   kernel must trim by itself to let them. `memory_exhaustion`: dynamic threads are
 //!   spawned until spawning fails, then all of them grow to `kstack.max` at once, far more
 //!   than memory holds. Spawning must fail cleanly, growth must never fail silently (a thread
 //!   either waits for memory, counted in `shortages`, or is ended with an OOM report, counted
@@ -17,6 +22,9 @@
 //! - `init="overflow-locked"`: a thread overflows its stack while holding a lock. It cannot
 //!   be ended safely, so the kernel must stop with an `OVERFLOW` line and then a `PANIC`
 //!   saying so (exit non-zero), rather than end it and deadlock on the lock later.
+//! - `init="growth-fault"`: the growth path itself faults (through the kernel's test hook
+//!   `stack::inject_fault_in_growth_path`): a `PANIC` naming the exception-stack vector, exit
+//!   non-zero, not a hang.
 #![no_std]
 #![no_main]
 
@@ -44,6 +52,9 @@ fn main() {
     }
     if init.split(';').any(|c| c.trim() == "overflow-locked") {
         overflow_holding_lock();
+    }
+    if init.split(';').any(|c| c.trim() == "growth-fault") {
+        fault_in_growth_path();
     }
     if let Err(e) = start_watchdog() {
         dynstack::println!("faults: {}", e);
@@ -76,6 +87,27 @@ fn exhaust_exception_stack() -> ! {
         )
     };
     dynstack::println!("faults: the exception-stack test hook returned");
+    semihosting::process::exit(3)
+}
+
+/// Makes the growth fault path itself fault (the kernel's test hook) and then grows a stack.
+/// A fault in exception context cannot be survived: the kernel must stop with a clear report
+/// (`PANIC`, then the vector it came through), not hang or loop.
+fn fault_in_growth_path() -> ! {
+    dynstack::println!(
+        "faults: a fault inside the growth path (expect PANIC ... synchronous, exception stack)"
+    );
+    let h = sched::spawn_with("growfault", StackPolicy::Dynamic, || {
+        // SAFETY: the running thread's control block.
+        let bottom = unsafe { (*sched::current_ptr()).stack.mapped_bottom() };
+        stack::inject_fault_in_growth_path();
+        // SAFETY: just below this thread's mapped stack: a growth.
+        unsafe { core::ptr::write_volatile((bottom - 8) as *mut u64, 1) };
+    });
+    if let Ok(h) = h {
+        h.join();
+    }
+    dynstack::println!("faults: the kernel survived a fault inside its growth path");
     semihosting::process::exit(3)
 }
 

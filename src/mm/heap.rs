@@ -65,11 +65,16 @@ impl KernelHeap {
         if !self.can_grow.load(Ordering::Acquire) {
             return false;
         }
-        let want = layout
+        let need = layout
             .size()
             .max(layout.align())
             .next_power_of_two()
-            .max(GROW_CHUNK);
+            .max(PAGE_SIZE);
+        // Large chunks while memory is plentiful (few calls into the frame allocator); only
+        // what is needed when it runs low, so the heap does not take the frames that spawn's
+        // low-water mark keeps for the kernel.
+        let plenty = frame::free_pages() as usize * PAGE_SIZE / 8 >= GROW_CHUNK;
+        let want = if plenty { need.max(GROW_CHUNK) } else { need };
         let pages = want / PAGE_SIZE;
         let Some(pa) = frame::alloc(pages) else {
             return false;

@@ -1055,7 +1055,13 @@ fn wake_reaper_if_asked() {
     }
 }
 
+/// Dead threads released per batch.
+const REAP_BATCH: usize = 1024;
+
 fn reaper_loop(_: usize) {
+    // Allocated once: reaping must not need memory, since it is what gives memory back.
+    let mut batch = stack::ReleaseBatch::with_room_for(REAP_BATCH);
+    let mut joins = alloc::vec::Vec::with_capacity(REAP_BATCH);
     loop {
         let list = {
             let mut z = ZOMBIES.lock();
@@ -1069,20 +1075,20 @@ fn reaper_loop(_: usize) {
             park();
             continue;
         }
-        reap_list(list);
+        reap_list(list, &mut batch, &mut joins);
     }
 }
 
 /// Frees a list of dead threads (linked through `next`): control blocks, table entries,
 /// and their stacks in one batch; then tells whoever waits in `join`.
-fn reap_list(mut t: *mut Thread) {
-    const CHUNK: usize = 4096;
+fn reap_list(
+    mut t: *mut Thread,
+    batch: &mut stack::ReleaseBatch,
+    joins: &mut alloc::vec::Vec<Arc<JoinState>>,
+) {
     while !t.is_null() {
-        let mut batch = stack::ReleaseBatch::new();
-        let mut joins = alloc::vec::Vec::new();
-        let mut n = 0;
         let mut killed = 0;
-        while !t.is_null() && n < CHUNK {
+        while !t.is_null() && batch.has_room() && joins.len() < joins.capacity() {
             // SAFETY: dead control blocks handed over through the zombie list; no CPU runs
             // or queues them any more.
             let next = unsafe { (*t).next };
@@ -1104,12 +1110,11 @@ fn reap_list(mut t: *mut Thread) {
             // SAFETY: as above.
             unsafe { alloc::alloc::dealloc(t as *mut u8, core::alloc::Layout::new::<Thread>()) };
             t = next;
-            n += 1;
         }
         batch.finish();
         // Only now is their memory back: `kill` waits for this count.
         PENDING_KILLS.fetch_sub(killed, Ordering::Release);
-        for j in joins {
+        for j in joins.drain(..) {
             j.done.store(true, Ordering::Release);
             let w = j.waiter.load(Ordering::Acquire);
             if !w.is_null() {

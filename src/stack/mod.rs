@@ -297,6 +297,9 @@ impl Stack {
 /// Stacks of exited threads, released together: their entries are cleared one by one, the
 /// TLB is invalidated once for all of them (one broadcast `TLBI VMALLE1IS` when there are
 /// many pages, instead of one per page), then frames and reservations go back.
+///
+/// Its buffers are allocated once, with [`with_room_for`](Self::with_room_for), and reused:
+/// the reaper must be able to give memory back when there is none left to allocate.
 #[derive(Default)]
 pub struct ReleaseBatch {
     frames: alloc::vec::Vec<u64>,
@@ -308,9 +311,20 @@ pub struct ReleaseBatch {
 const BATCH_FULL_FLUSH_PAGES: usize = 64;
 
 impl ReleaseBatch {
-    /// An empty batch.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty batch with room for `stacks` stacks of up to `kstack.max` each.
+    pub fn with_room_for(stacks: usize) -> Self {
+        let pages = stacks * max_pages() as usize;
+        Self {
+            frames: alloc::vec::Vec::with_capacity(pages),
+            slots: alloc::vec::Vec::with_capacity(stacks),
+            vas: alloc::vec::Vec::with_capacity(BATCH_FULL_FLUSH_PAGES + max_pages() as usize),
+        }
+    }
+
+    /// Whether one more stack fits without allocating.
+    pub fn has_room(&self) -> bool {
+        self.slots.len() < self.slots.capacity()
+            && self.frames.len() + max_pages() as usize <= self.frames.capacity()
     }
 
     /// Adds the stack of a thread that will never run again.
@@ -320,7 +334,7 @@ impl ReleaseBatch {
         let bottom = stack.mapped_bottom();
         let before = self.frames.len();
         arena::clear_pages(bottom, pages, &mut self.frames);
-        if self.vas.len() <= BATCH_FULL_FLUSH_PAGES {
+        if self.vas.len() + pages as usize <= self.vas.capacity() {
             self.vas
                 .extend((0..pages).map(|i| bottom + i as u64 * PAGE));
         }
@@ -330,26 +344,27 @@ impl ReleaseBatch {
     }
 
     /// Invalidates, then returns every frame and reservation.
-    pub fn finish(self) {
+    pub fn finish(&mut self) {
         if self.frames.is_empty() && self.slots.is_empty() {
             return;
         }
-        if self.frames.len() > BATCH_FULL_FLUSH_PAGES {
+        if self.frames.len() > BATCH_FULL_FLUSH_PAGES || self.vas.len() < self.frames.len() {
             crate::arch::tlb::invalidate_all();
         } else {
             use crate::mm::page_table::TlbOps;
             let tlb = crate::arch::tlb::HardwareTlb;
-            for &va in &self.vas {
+            for va in self.vas.drain(..) {
                 tlb.invalidate_page(va);
             }
             tlb.sync();
         }
-        for pa in self.frames {
+        for pa in self.frames.drain(..) {
             crate::mm::frame::free(pa, 1);
         }
-        for slot in self.slots {
+        for slot in self.slots.drain(..) {
             arena::free_slot(slot);
         }
+        self.vas.clear();
     }
 }
 
@@ -511,20 +526,20 @@ pub fn ensure(bytes: usize) {
     // SAFETY: reads the stack pointer.
     unsafe { core::arch::asm!("mov {}, sp", out(reg) sp) };
     let target = sp.saturating_sub(bytes as u64);
-    let thread = crate::sched::current_ptr();
-    // SAFETY: the current thread's control block.
-    let stack = unsafe { &(*thread).stack };
     let mut addr = align_down(sp, PAGE);
     // Touch each page from the top down, as the compiler's stack probes do: every touch that
-    // faults grows the stack by one page, and the guard stops a request that is too large.
-    while addr > target.max(stack.base()) {
+    // faults grows the stack by one page. A request larger than the reservation reaches the
+    // guard gap first and ends the thread as an overflow: it never runs on with less stack
+    // than it asked for.
+    while addr > target {
         addr -= PAGE;
         // SAFETY: an address in this thread's own reservation; a fault here is a growth.
         unsafe { core::ptr::read_volatile(addr as *const u8) };
     }
 }
 
-/// Runs `f` with at least `bytes` of stack mapped below the current SP.
+/// Runs `f` with at least `bytes` of stack mapped below the current SP. Asking for more than
+/// the reservation holds is a stack overflow (the thread ends with an `OVERFLOW` report).
 pub fn with_stack<R>(bytes: usize, f: impl FnOnce() -> R) -> R {
     ensure(bytes);
     f()
