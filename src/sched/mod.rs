@@ -610,27 +610,14 @@ pub fn kill(tid: u64) -> Result<u64, KillError> {
 /// is called about once a second so the console can show it.
 pub fn kill_all(progress: &mut dyn FnMut(usize, usize)) -> u64 {
     let mut killed = 0u64;
-    let mut next = 0u64;
-    loop {
-        // A chunk at a time, so IRQs are not masked for long. The table lock is held while
-        // the kill is requested: the reaper removes a thread from the table before freeing
-        // it, so every pointer seen here stays valid until the lock is dropped.
-        let threads = THREADS.lock();
-        let mut seen = 0;
-        for (&tid, &p) in threads.range(next..).take(1024) {
-            next = tid + 1;
-            seen += 1;
-            let t = p as *mut Thread;
-            // SAFETY: in the table, hence alive, while we hold the lock.
-            if unsafe { (*t).kind } == ThreadKind::Workload && request_kill(t) {
-                killed += 1;
-            }
+    // The table lock is held while each kill is requested (see walk_threads): the reaper
+    // removes a thread from the table before freeing it.
+    walk_threads(&mut |t| {
+        // SAFETY: walk_threads hands out live control blocks.
+        if unsafe { (*t).kind } == ThreadKind::Workload && request_kill(t) {
+            killed += 1;
         }
-        drop(threads);
-        if seen == 0 {
-            break;
-        }
-    }
+    });
     wait_for_kills(progress, killed as usize);
     killed
 }
@@ -664,6 +651,14 @@ pub fn for_each_thread(limit: usize, f: &mut dyn FnMut(&Thread)) {
 
 /// Visits every live thread, a chunk at a time (so IRQs are not masked for long).
 pub fn for_each_thread_chunked(f: &mut dyn FnMut(&Thread)) {
+    // SAFETY: walk_threads hands out live control blocks.
+    walk_threads(&mut |t| f(unsafe { &*t }));
+}
+
+/// Calls `f` for every thread in the table, in tid order, holding the table lock for a
+/// chunk of them at a time. A thread seen here stays alive while `f` runs: the reaper takes
+/// it out of the table (under this lock) before freeing it.
+fn walk_threads(f: &mut dyn FnMut(*mut Thread)) {
     let mut next = 0u64;
     loop {
         let threads = THREADS.lock();
@@ -671,8 +666,7 @@ pub fn for_each_thread_chunked(f: &mut dyn FnMut(&Thread)) {
         for (&tid, &p) in threads.range(next..).take(256) {
             next = tid + 1;
             seen += 1;
-            // SAFETY: in the table, hence alive, while we hold the lock.
-            f(unsafe { &*(p as *const Thread) });
+            f(p as *mut Thread);
         }
         if seen == 0 {
             return;
