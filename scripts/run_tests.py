@@ -267,7 +267,8 @@ def load_manifest(path: Path) -> tuple[list[KernelSpec], list[ShellSpec]]:
             raise ManifestError(f"[[kernel]] {name} is listed twice for board {board}")
         seen.add(("kernel", name, board))
     for entry in data.get("shell", []):
-        keys = {"name", "qemu", "bootargs", "stdin", "expect", "reject", "exit", "timeout", "image", "board", "dtb", "kernel"}
+        keys = {"name", "qemu", "bootargs", "stdin", "expect", "reject", "exit", "timeout", "image", "kernel"}
+        keys |= {"board", "dtb"}
         name = _check_keys("shell", entry, keys)
         board, dtb = _board("shell", name, entry)
         stdin = _typed("shell", name, entry, "stdin", str, "")
@@ -369,7 +370,11 @@ def machine_type(value: str) -> str | None:
     return None
 
 
-def qemu_command(kernel: str, options: str, bootargs: str, board: Board = BOARDS[DEFAULT_BOARD], dtb: str | None = None) -> list[str]:
+def qemu_command(
+    kernel: str, options: str, bootargs: str, board: Board = BOARDS[DEFAULT_BOARD], dtb: str | None = None
+) -> list[str]:
+    """The QEMU command line that boots `kernel` with a case's options on `board`'s machine,
+    with the board's device tree or `dtb` ("" for none)."""
     extra = shlex.split(options)
     flags = [t[1:] if t.startswith("--") else t for t in extra]  # QEMU takes --smp as -smp
     other_machine = any(

@@ -43,7 +43,8 @@ pub const MAX_PROPERTIES: usize = 65536;
 /// Most `/memreserve/` entries accepted.
 pub const MAX_RESERVATIONS: usize = 256;
 
-const FDT_MAGIC: u32 = 0xd00d_feed;
+/// The first four bytes of every device tree blob (big-endian).
+pub const MAGIC: u32 = 0xd00d_feed;
 /// Size of the version 17 header, the one `fdt` reads.
 const HEADER_SIZE: usize = 40;
 /// Version 16 headers lack the final `size_dt_struct` field.
@@ -299,7 +300,7 @@ impl fmt::Display for DtbError {
                 "truncated header: {available} bytes available, {HEADER_SIZE} needed"
             ),
             DtbError::BadMagic { found } => {
-                write!(f, "bad magic {found:#010x} (expected {FDT_MAGIC:#010x})")
+                write!(f, "bad magic {found:#010x} (expected {MAGIC:#010x})")
             }
             DtbError::TotalSizeTooSmall { totalsize } => write!(
                 f,
@@ -518,7 +519,7 @@ pub fn total_size(header: &[u8]) -> Result<usize, DtbError> {
         });
     }
     let magic = be32(header, 0).unwrap_or(0);
-    if magic != FDT_MAGIC {
+    if magic != MAGIC {
         return Err(DtbError::BadMagic { found: magic });
     }
     let totalsize = be32(header, 4).unwrap_or(0) as usize;
@@ -911,7 +912,7 @@ fn fdt_image<'a>(blob: &'a [u8], layout: &Layout) -> Result<Cow<'a, [u8]>, DtbEr
     image.extend_from_slice(strings);
     // Sizes are bounded by MAX_TOTAL_SIZE, so they fit the 32-bit header fields.
     let header = [
-        FDT_MAGIC,
+        MAGIC,
         image.len() as u32,
         struct_offset as u32,
         strings_offset as u32,
@@ -1638,7 +1639,7 @@ mod tests {
             err.to_string(),
             "bad magic 0x12345678 (expected 0xd00dfeed)"
         );
-        set_header_field(&mut bad, 0, FDT_MAGIC);
+        set_header_field(&mut bad, 0, MAGIC);
         set_header_field(&mut bad, 1, 39);
         assert_eq!(
             total_size(&bad),
@@ -1763,7 +1764,7 @@ mod tests {
             let strings_offset = blob.len();
             blob.extend(&self.strings);
             let fields = [
-                FDT_MAGIC,
+                MAGIC,
                 blob.len() as u32,
                 struct_offset as u32,
                 strings_offset as u32,
@@ -2570,7 +2571,7 @@ mod tests {
         for _ in 0..3000 {
             let len = HEADER_SIZE + rng.below(512);
             let mut blob: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-            set_header_field(&mut blob, 0, FDT_MAGIC);
+            set_header_field(&mut blob, 0, MAGIC);
             set_header_field(&mut blob, 1, len as u32);
             set_header_field(&mut blob, 5, 16 + rng.below(2) as u32);
             set_header_field(&mut blob, 6, 16);

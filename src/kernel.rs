@@ -96,6 +96,25 @@ fn early_fail(msg: core::fmt::Arguments) -> ! {
     semihosting::process::exit(1)
 }
 
+/// Whether a device tree starts at `pa` (its magic number is there). Some loaders pass
+/// something else in x0: QEMU's raspi machines without `-dtb` pass the old ATAG address.
+fn dtb_at(pa: u64) -> bool {
+    let page = PAGE_SIZE as u64;
+    let base = pa & !(page - 1);
+    let attrs = Attributes::new(
+        crate::mm::page_table::MemoryType::Normal,
+        crate::mm::page_table::Permission::ReadOnly,
+    );
+    if kspace::map(layout::DTB_BASE, base, page * 2, attrs, false).is_err() {
+        return false;
+    }
+    let va = layout::DTB_BASE + (pa - base);
+    // SAFETY: 4 bytes inside the two pages just mapped, read-only.
+    let magic = u32::from_be(unsafe { core::ptr::read_unaligned(va as *const u32) });
+    let _ = kspace::unmap(layout::DTB_BASE, page * 2, |_, _| {});
+    magic == dtb::MAGIC
+}
+
 fn map_dtb(dtb_pa: u64) -> &'static [u8] {
     let page = PAGE_SIZE as u64;
     let base = dtb_pa & !(page - 1);
@@ -147,10 +166,12 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
         core::ptr::addr_of!(__kernel_end) as u64 - core::ptr::addr_of!(__kernel_start) as u64;
     kspace::init(image_pa, image_bytes);
 
-    let dtb_pa = if dtb_pa == 0 {
-        board::dtb_fallback_pa()
-    } else {
+    // The loader's tree, else the board's (on virt: where QEMU puts it for an ELF boot; on a
+    // Pi: the built-in description, whose model string says the loader passed none).
+    let dtb_pa = if dtb_pa != 0 && dtb_at(dtb_pa) {
         dtb_pa
+    } else {
+        board::dtb_fallback_pa()
     };
     let blob = map_dtb(dtb_pa);
     let machine = match dtb::parse(blob) {
@@ -541,11 +562,11 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
         semihosting::process::exit(102);
     }
     let cpu = crate::percpu::cpu_index();
-    let msg = alloc::format!("PANIC on cpu {}: {}\n", cpu, info);
+    // No allocation here: the panic may be the heap running out.
     if crate::console::is_ready() {
-        crate::console::write_fmt_emergency(format_args!("{}", msg));
+        crate::console::write_fmt_emergency(format_args!("PANIC on cpu {}: {}\n", cpu, info));
     } else {
-        semihosting::eprint!("{}", msg);
+        semihosting::eprintln!("PANIC on cpu {}: {}", cpu, info);
     }
     let fp: u64;
     // SAFETY: reads the frame pointer register.

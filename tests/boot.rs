@@ -732,7 +732,19 @@ fn gic_matches_dtb() -> TestResult {
     let dtb_v3 = match m.interrupt_controller {
         Some(InterruptController::GicV2 { .. }) => false,
         Some(InterruptController::GicV3 { .. }) => true,
-        _ => return Err(String::from("the DTB names no GIC")),
+        Some(InterruptController::Bcm2836 { .. }) => {
+            check!(
+                c.version() == 0,
+                "DTB says BCM2836, kernel drives GICv{}",
+                c.version()
+            );
+            for (cpu, s) in survey_cpus(true)?.iter().enumerate() {
+                check!(s.seen, "no thread ran on cpu {}", cpu);
+                check!(s.gic_ready, "cpu {}: cpu_interface_ready() is false", cpu);
+            }
+            return Ok(());
+        }
+        None => return Err(String::from("the DTB names no interrupt controller")),
     };
     let v = c.version();
     if dtb_v3 {

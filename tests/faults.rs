@@ -653,6 +653,8 @@ fn exhaustion_controller() -> TestResult {
         go: AtomicBool::new(false),
     });
     let mut tids: Vec<u64> = Vec::with_capacity(capacity);
+    // Phase 5 picks its victims when free memory is 0: no allocation may happen then.
+    let mut victims: Vec<u64> = Vec::with_capacity(16);
     dynstack::println!(
         "  free {} KiB (ballast {} KiB), kstack.max {} KiB: spawning until it fails",
         base.free * 4,
@@ -792,11 +794,13 @@ fn exhaustion_controller() -> TestResult {
 
     // Phase 5: memory comes back (a few grown threads are killed), and threads that waited go on.
     if waiting > 0 {
-        let victims: Vec<u64> = (0..n)
-            .filter(|&i| sh.state[i].load(Ordering::SeqCst) == GROWN)
-            .take(16)
-            .map(|i| tids[i])
-            .collect();
+        // Filled without allocating: free memory is 0 here (the Vec was made up front).
+        victims.extend(
+            (0..n)
+                .filter(|&i| sh.state[i].load(Ordering::SeqCst) == GROWN)
+                .take(16)
+                .map(|i| tids[i]),
+        );
         check!(!victims.is_empty(), "no grown thread to free memory with");
         for tid in &victims {
             beat("killing a few grown threads (waits for the reaper to free them)");

@@ -30,8 +30,8 @@ pub fn dtb_fallback_pa() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec::Vec;
     use crate::dtb::{self, EnableMethod, InterruptController, Region, UartKind};
+    use alloc::vec::Vec;
 
     fn region(base: u64, size: u64) -> Region {
         Region { base, size }
@@ -45,7 +45,11 @@ mod tests {
         assert_eq!(blob.as_ptr() as usize % 8, 0);
         assert_eq!(dtb::total_size(&blob[..40]), Ok(blob.len()));
         let m = dtb::parse(blob).unwrap();
-        assert!(m.model.starts_with("Raspberry Pi 3 [dynstack built-in"), "{}", m.model);
+        assert!(
+            m.model.starts_with("Raspberry Pi 3 [dynstack built-in"),
+            "{}",
+            m.model
+        );
         assert!(m.model.contains("no device tree"), "{}", m.model);
         assert_eq!(m.memory, [region(0, 0x3b40_0000)]);
         assert_eq!(m.reserved, [region(0, 0x1000)]);

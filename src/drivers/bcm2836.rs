@@ -5,8 +5,8 @@
 //!
 //! Owns both register blocks at the mapped addresses it is given, and a copy of the
 //! peripheral enable masks (so an interrupt that is pending but disabled is never
-//! acknowledged). Calls `tock-registers` (MMIO), `aarch64-cpu` (MPIDR, barriers) and the
-//! shared helpers of `drivers::gic`, whose trait it implements so `irq` needs no change.
+//! acknowledged). Calls `tock-registers` (MMIO) and `aarch64-cpu` (MPIDR, barriers); it
+//! implements the `drivers::gic` trait so `irq` needs no change.
 //!
 //! How the hardware is wired. Each core's generic-timer outputs, its four mailboxes and the
 //! PMU go to the local controller, which shows them per core in an IRQ source register. The
@@ -151,6 +151,7 @@ enum Line {
     Basic(u32),
 }
 
+/// What `intid` names; `None` outside the table in the module documentation.
 fn line(intid: u32) -> Option<Line> {
     match intid {
         0..SGI_COUNT => Some(Line::Sgi(intid)),

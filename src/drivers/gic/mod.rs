@@ -96,7 +96,7 @@ pub trait InterruptController: Send + Sync {
     /// visible to the target's handler.
     fn send_sgi(&self, sgi: u32, target: SgiTarget);
 
-    /// The GIC architecture version: 2, 3 or 4.
+    /// The GIC architecture version: 2, 3 or 4; 0 for a controller that is not a GIC.
     fn version(&self) -> u8;
 }
 
