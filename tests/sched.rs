@@ -1025,9 +1025,11 @@ fn registers_preserved() -> TestResult {
         "some checkers never completed a chunk: {:?}",
         done
     );
-    // Every CPU alternates between its two never-yielding checkers every 10 ms slice: at
-    // least 100 preemptions a second per CPU (2/3 of that asked for, as slack).
-    let expected_switches = 66 * n as u64 * duration_ms / 1000;
+    // Every CPU alternates between its two never-yielding checkers every 10 ms slice: 100
+    // preemptions a second per CPU on an idle host. A loaded host runs QEMU's vCPUs in
+    // bursts and ticks coalesce, so only a fifth of that is required: still hundreds of
+    // preemptions in the middle of the checkers' register patterns.
+    let expected_switches = 20 * n as u64 * duration_ms / 1000;
     check!(
         switched >= expected_switches,
         "only {} context switches in {} ms on {} CPU(s) (expected at least {})",
@@ -1471,9 +1473,12 @@ fn yield_fairness() -> TestResult {
             );
         }
     }
+    // Across CPUs the host's scheduling of QEMU's vCPU threads also counts (a loaded host can
+    // run one vCPU at half the speed of another), so the bound is looser than on one CPU;
+    // the placement bug this caught gave 5 to 1.
     check!(
-        min * 3 >= max,
-        "{} yielding threads on {} CPU(s): yields per thread {:?} (CPU masks {:?}); slowest below a third of the fastest",
+        min * 4 >= max,
+        "{} yielding threads on {} CPU(s): yields per thread {:?} (CPU masks {:?}); slowest below a quarter of the fastest",
         k,
         n,
         got,

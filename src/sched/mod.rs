@@ -12,6 +12,7 @@
 //! The thread table has its own lock. Calls `stack` (claim, reserve refill before a dynamic
 //! thread is switched in, release at exit), `arch` (timer, trap frames) and `drivers` through
 //! `irq` (reschedule SGIs).
+mod sleep;
 pub mod thread;
 
 use alloc::boxed::Box;
@@ -68,7 +69,7 @@ struct CpuQueue {
     head: *mut Thread,
     tail: *mut Thread,
     len: usize,
-    sleepers: BTreeMap<(u64, u64), usize>,
+    sleepers: sleep::SleepQueue,
     slice_end: u64,
 }
 
@@ -81,7 +82,7 @@ impl CpuQueue {
             head: core::ptr::null_mut(),
             tail: core::ptr::null_mut(),
             len: 0,
-            sleepers: BTreeMap::new(),
+            sleepers: sleep::SleepQueue::new(),
             slice_end: 0,
         }
     }
@@ -191,8 +192,25 @@ pub fn null_syscall() {
 
 /// Sleeps until the generic timer reaches `deadline` ticks.
 pub fn sleep_until(deadline: u64) {
-    // SAFETY: as in svc0; x0 carries the deadline in and nothing out.
-    unsafe { core::arch::asm!("svc #2", inout("x0") deadline => _) };
+    while timer::now() < deadline {
+        // Make room in this CPU's sleep queue here, where allocating is allowed, with IRQs
+        // masked so the thread cannot move to another CPU before the svc puts it there. The
+        // thread resumes with IRQs masked (its saved PSTATE) and unmasks them below.
+        let daif = crate::arch::irq::save_and_disable();
+        let room = QUEUES[cpu_index()].lock().sleepers.make_room();
+        let mut result = 1u64;
+        if room {
+            result = deadline;
+            // SAFETY: as in svc0; x0 carries the deadline in and 0 (slept) or 1 (no room) out.
+            unsafe { core::arch::asm!("svc #2", inout("x0") result) };
+        }
+        crate::arch::irq::restore(daif);
+        if result == 0 {
+            return;
+        }
+        // Out of memory for the sleep queue: wait without it.
+        yield_now();
+    }
 }
 
 /// Sleeps for at least `ns` nanoseconds.
@@ -515,7 +533,7 @@ fn end_killed(t: *mut Thread) {
         match th.state() {
             ThreadState::Sleeping | ThreadState::Blocked => {
                 if th.state() == ThreadState::Sleeping {
-                    q.sleepers.remove(&(th.wake_at, th.tid));
+                    q.sleepers.remove(t);
                 }
                 if th.unsettled {
                     th.unsettled = false;
@@ -864,7 +882,7 @@ fn arm_timer(cpu: usize, new_slice: bool) {
         q.slice_end = now + timer::ns_to_ticks(TIME_SLICE_NS);
     }
     let mut deadline = q.slice_end;
-    if let Some((&(wake, _), _)) = q.sleepers.iter().next() {
+    if let Some(wake) = q.sleepers.first_deadline() {
         deadline = deadline.min(wake);
     }
     drop(q);
@@ -876,12 +894,7 @@ pub fn on_timer_tick(frame: &mut TrapFrame) {
     let cpu = cpu_index();
     let now = timer::now();
     let mut q = QUEUES[cpu].lock();
-    while let Some((&key, &p)) = q.sleepers.iter().next() {
-        if key.0 > now {
-            break;
-        }
-        q.sleepers.remove(&key);
-        let t = p as *mut Thread;
+    while let Some(t) = q.sleepers.pop_due(now) {
         // SAFETY: sleepers are live control blocks owned by this queue.
         unsafe { (*t).set_state(ThreadState::Ready) };
         q.push_back(t);
@@ -961,7 +974,13 @@ pub fn on_syscall(frame: &mut TrapFrame, num: u16) {
         syscall::SLEEP_UNTIL => {
             let deadline = frame.x[0];
             let mut q = QUEUES[cpu].lock();
+            frame.x[0] = 0;
             if deadline <= timer::now() {
+                return;
+            }
+            if !q.sleepers.has_room() {
+                // sleep_until made no room (memory ran out): it waits by yielding instead.
+                frame.x[0] = 1;
                 return;
             }
             let t = save_current(frame, cpu);
@@ -969,7 +988,7 @@ pub fn on_syscall(frame: &mut TrapFrame, num: u16) {
             let th = unsafe { &mut *t };
             th.wake_at = deadline;
             th.set_state(ThreadState::Sleeping);
-            q.sleepers.insert((deadline, th.tid), t as usize);
+            q.sleepers.push(t);
             switch_to_next(frame, cpu, q);
         }
         syscall::PARK => {
@@ -1084,9 +1103,9 @@ fn reap_list(
         let mut killed = 0;
         while !t.is_null() && batch.has_room() && joins.len() < joins.capacity() {
             // SAFETY: dead control blocks handed over through the zombie list; no CPU runs
-            // or queues them any more.
-            let next = unsafe { (*t).next };
+            // or queues them any more, so this is the only reference.
             let th = unsafe { &mut *t };
+            let next = th.next;
             THREADS.lock().remove(&th.tid);
             if th.kind == ThreadKind::Workload {
                 WORKLOAD_THREADS.fetch_sub(1, Ordering::Relaxed);

@@ -89,6 +89,8 @@ pub struct Thread {
     pub(crate) next: *mut Thread,
     /// Deadline while sleeping, in timer ticks.
     pub(crate) wake_at: u64,
+    /// Where it is in its CPU's sleep queue while sleeping.
+    pub(crate) sleep_index: u32,
     /// Whether the thread must stay on the CPU it was started on (never stolen).
     pub(crate) pinned: bool,
     /// Whether the thread is counted as not yet at its resting point (see `settle`).
@@ -120,6 +122,7 @@ impl Thread {
             park_token: false,
             next: core::ptr::null_mut(),
             wake_at: 0,
+            sleep_index: 0,
             pinned: false,
             unsettled: false,
             stack,
