@@ -506,6 +506,9 @@ pub struct MachineInfo {
     pub psci: Option<PsciConduit>,
     /// The `/cpus/cpu@*` nodes with a readable `reg`, in DT order.
     pub cpus: Vec<Cpu>,
+    /// The BCM2835 power-management watchdog (`brcm,bcm2835-pm-wdt`, the Raspberry Pi's),
+    /// which powers the machine off where there is no PSCI.
+    pub pm_watchdog: Option<Region>,
     /// `/chosen` `bootargs` (invalid UTF-8 replaced), if present.
     pub bootargs: Option<String>,
 }
@@ -564,6 +567,7 @@ pub fn parse(blob: &[u8]) -> Result<MachineInfo, DtbError> {
         timer: tree.timer(),
         psci: tree.psci(),
         cpus: tree.cpus(),
+        pm_watchdog: tree.pm_watchdog(),
         bootargs: tree.bootargs(),
     })
 }
@@ -1379,6 +1383,12 @@ impl<'b, 'a> Tree<'b, 'a> {
             })
     }
 
+    fn pm_watchdog(&self) -> Option<Region> {
+        self.compatible_nodes(&["brcm,bcm2835-pm-wdt"])
+            .find(|&i| self.is_enabled(i))
+            .and_then(|i| self.region(i, 0))
+    }
+
     fn cpus(&self) -> Vec<Cpu> {
         let Some(cpus) = self.child_named(ROOT, "cpus") else {
             return Vec::new();
@@ -1550,6 +1560,8 @@ mod tests {
     #[test]
     fn raspberry_pi_3b() {
         let m = parse(RPI3B).unwrap();
+        // The power-management watchdog, translated from bus address 0x7e10_0000.
+        assert_eq!(m.pm_watchdog.map(|r| r.base), Some(0x3f10_0000));
         assert_eq!(m.model, "Raspberry Pi 3 Model B");
         assert_eq!(m.memory, [region(0, 0x4000_0000)]);
         assert_eq!(m.reserved, [region(0, 0x1000)]);
@@ -1597,6 +1609,7 @@ mod tests {
     #[test]
     fn raspberry_pi_4b() {
         let m = parse(RPI4B).unwrap();
+        assert_eq!(m.pm_watchdog.map(|r| r.base), Some(0xfe10_0000));
         assert_eq!(m.model, "Raspberry Pi 4 Model B");
         // reg = <0 0 0> is left for the firmware to fill in.
         assert!(m.memory.is_empty());
@@ -1939,6 +1952,7 @@ mod tests {
                     enable: EnableMethod::None,
                 },
             ],
+            pm_watchdog: None,
             bootargs: Some("init=\"help\" seed=7".into()),
         }
     }

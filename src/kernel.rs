@@ -549,6 +549,17 @@ pub fn poweroff() -> ! {
     if let Some(c) = BOOT_INFO.get().and_then(|i| i.psci) {
         psci::system_off(c);
     }
+    // No PSCI (a Raspberry Pi): the power-management watchdog's halt, as Linux does it.
+    if let Some(wdt) = BOOT_INFO.get().and_then(|i| i.machine.pm_watchdog) {
+        if let Ok(va) = kspace::map_device(wdt.base, wdt.size.max(0x28)) {
+            // SAFETY: the block's registers, just mapped as device memory.
+            unsafe { crate::drivers::bcm2835_pm::Bcm2835Pm::new(va as usize) }.power_off();
+        }
+    }
+    // Last resort: QEMU's semihosting exit (on hardware without a debugger this traps).
+    crate::console::write_fmt_emergency(format_args!(
+        "dynstack: neither PSCI nor a power-management watchdog stopped the machine; trying semihosting\n"
+    ));
     semihosting::process::exit(0)
 }
 
