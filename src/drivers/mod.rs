@@ -3,7 +3,7 @@
 //!
 //! Drivers own their MMIO register blocks and nothing else; they are handed virtual
 //! addresses already mapped by `mm` and know nothing of the board they run on.
-pub mod bcm2836;
 pub mod bcm2835_pm;
+pub mod bcm2836;
 pub mod gic;
 pub mod pl011;
