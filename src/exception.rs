@@ -168,9 +168,7 @@ fn end_thread(frame: &mut TrapFrame, what: &str, syndrome: Syndrome, far: u64) {
 /// Prints return addresses found by following frame pointers from `fp`, staying inside the
 /// stack the caller runs on (so a corrupt chain cannot cause a second fault).
 pub fn print_backtrace(fp: u64) {
-    let sp: u64;
-    // SAFETY: reads the stack pointer.
-    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp) };
+    let sp = crate::arch::stack_pointer();
     let (low, high) = stack_bounds(sp);
     print_backtrace_within(fp, low, high);
 }

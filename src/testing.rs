@@ -37,6 +37,74 @@ macro_rules! check {
     };
 }
 
+/// `test_cases![f, g]`: the test cases named after their functions, in order.
+#[macro_export]
+macro_rules! test_cases {
+    ($($f:ident),* $(,)?) => {
+        &[$($crate::testing::TestCase { name: stringify!($f), run: $f }),*]
+    };
+}
+
+/// Where every frame the kernel handed out since boot is, and the stack counters, taken at
+/// one instant (IRQs masked on this CPU), so tests can check that memory comes back.
+#[derive(Clone, Copy, Debug)]
+pub struct MemorySnapshot {
+    /// Free frames.
+    pub free: u64,
+    /// Pages mapped in stacks.
+    pub mapped: u64,
+    /// Pages held in the per-CPU reserves.
+    pub reserve: u64,
+    /// Pages the heap took from the frame allocator.
+    pub heap_pages: u64,
+    /// Pages of translation tables the kernel address space allocated.
+    pub tables: u64,
+    /// Stacks that exist.
+    pub stacks: u64,
+    /// Threads in the thread table.
+    pub threads: usize,
+    /// Growth faults since boot.
+    pub grow_faults: u64,
+    /// Times a thread waited for its reserve.
+    pub shortages: u64,
+    /// Threads ended because a growth found no page.
+    pub oom_kills: u64,
+    /// Threads ended for running into their guard gap.
+    pub overflows: u64,
+    /// Pages trimmed since boot.
+    pub trimmed: u64,
+}
+
+impl MemorySnapshot {
+    /// The counters now.
+    pub fn take() -> Self {
+        let daif = crate::arch::irq::save_and_disable();
+        let s = crate::stack::stats();
+        let snap = Self {
+            free: crate::mm::frame::free_pages(),
+            mapped: s.mapped_pages,
+            reserve: s.reserve_pages,
+            heap_pages: crate::mm::heap::grown_bytes() / crate::mm::layout::PAGE_SIZE as u64,
+            tables: crate::mm::kspace::table_pages(),
+            stacks: s.stacks,
+            threads: crate::sched::thread_count(),
+            grow_faults: s.grow_faults,
+            shortages: s.shortages,
+            oom_kills: s.oom_kills,
+            overflows: s.overflows,
+            trimmed: s.trimmed_pages,
+        };
+        crate::arch::irq::restore(daif);
+        snap
+    }
+
+    /// Frames accounted for: free, mapped in stacks, in reserves, in the heap or in tables.
+    /// Constant unless frames leak (or a test holds some back).
+    pub fn accounted(&self) -> u64 {
+        self.free + self.mapped + self.reserve + self.heap_pages + self.tables
+    }
+}
+
 /// Runs one case in its own thread and waits for it. `Err` if it failed or died.
 pub fn run_case(case: &TestCase) -> TestResult {
     let slot: Arc<IrqMutex<Option<TestResult>>> = Arc::new(IrqMutex::new(None));

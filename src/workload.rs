@@ -34,10 +34,7 @@ impl Rng {
 const FRAME_BYTES: u64 = 256;
 
 fn sp() -> u64 {
-    let sp: u64;
-    // SAFETY: reads the stack pointer.
-    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack)) };
-    sp
+    crate::arch::stack_pointer()
 }
 
 /// Recurses until SP is at or below `until`, writing a pattern into every frame, then calls

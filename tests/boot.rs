@@ -32,19 +32,12 @@ use dynstack::mm::{frame, kspace};
 use dynstack::percpu::{self, MAX_CPUS};
 use dynstack::sched;
 use dynstack::stack;
-use dynstack::testing::{run, TestCase, TestResult};
+use dynstack::testing::{run, TestResult};
 
 dynstack::kernel_main!(main);
 
-/// `cases![f, g]`: the test cases named after their functions, in order.
-macro_rules! cases {
-    ($($f:ident),* $(,)?) => {
-        &[$(TestCase { name: stringify!($f), run: $f }),*]
-    };
-}
-
 fn main() {
-    run(cases![
+    run(dynstack::test_cases![
         ram_matches_dtb,
         frames_are_usable_ram,
         every_dtb_cpu_online,

@@ -35,10 +35,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-use dynstack::arch::{irq, timer};
+use dynstack::arch::timer;
 use dynstack::check;
 use dynstack::cmdline::StackPolicy;
-use dynstack::mm::{frame, heap, kspace};
+use dynstack::mm::{frame, heap};
 use dynstack::sched::{self, Thread, ThreadKind};
 use dynstack::stack;
 use dynstack::testing::{run, TestCase, TestResult};
@@ -157,52 +157,10 @@ fn now_ms() -> u64 {
 }
 
 fn sp() -> u64 {
-    let sp: u64;
-    // SAFETY: reads the stack pointer.
-    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack)) };
-    sp
+    dynstack::arch::stack_pointer()
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Snap {
-    free: u64,
-    mapped: u64,
-    reserve: u64,
-    heap_pages: u64,
-    tables: u64,
-    stacks: u64,
-    threads: usize,
-    shortages: u64,
-    oom_kills: u64,
-    overflows: u64,
-    trimmed: u64,
-}
-
-impl Snap {
-    fn take() -> Snap {
-        let daif = irq::save_and_disable();
-        let s = stack::stats();
-        let snap = Snap {
-            free: frame::free_pages(),
-            mapped: s.mapped_pages,
-            reserve: s.reserve_pages,
-            heap_pages: heap::grown_bytes() / PAGE,
-            tables: kspace::table_pages(),
-            stacks: s.stacks,
-            threads: sched::thread_count(),
-            shortages: s.shortages,
-            oom_kills: s.oom_kills,
-            overflows: s.overflows,
-            trimmed: s.trimmed_pages,
-        };
-        irq::restore(daif);
-        snap
-    }
-
-    fn accounted(&self, ballast: u64) -> u64 {
-        self.free + self.mapped + self.reserve + self.heap_pages + self.tables + ballast
-    }
-}
+type Snap = dynstack::testing::MemorySnapshot;
 
 #[inline(never)]
 fn dive(until: u64, bottom: &mut dyn FnMut()) -> u64 {
@@ -595,12 +553,12 @@ fn trim_when_memory_runs_low() -> TestResult {
     }
     let end = now_ms() + 10_000;
     let mut after = Snap::take();
-    while after.accounted(0) != base.accounted(0) && now_ms() < end {
+    while after.accounted() != base.accounted() && now_ms() < end {
         nap(10, "waiting for the reaper to give the frames back");
         after = Snap::take();
     }
     check!(
-        after.accounted(0) == base.accounted(0),
+        after.accounted() == base.accounted(),
         "frames not conserved: before {:?}, after {:?}",
         base,
         after
@@ -843,7 +801,7 @@ fn exhaustion_controller() -> TestResult {
     // batches): give it a moment before calling anything lost.
     let end = now_ms() + 10_000;
     let mut back = Snap::take();
-    while back.accounted(0) != base.accounted(0) && now_ms() < end {
+    while back.accounted() != base.accounted() && now_ms() < end {
         nap(10, "waiting for the reaper to give the frames back");
         back = Snap::take();
     }
@@ -856,11 +814,11 @@ fn exhaustion_controller() -> TestResult {
         (back.tables - base.tables) * 4
     );
     check!(
-        back.accounted(0) == base.accounted(0),
+        back.accounted() == base.accounted(),
         "frames not conserved: before {:?}, after {:?} (difference {})",
         base,
         back,
-        back.accounted(0) as i64 - base.accounted(0) as i64
+        back.accounted() as i64 - base.accounted() as i64
     );
 
     // Phase 7: the kernel works normally again: a new thread grows to the maximum.

@@ -25,19 +25,12 @@ use dynstack::mm::{frame, heap, kspace};
 use dynstack::percpu;
 use dynstack::sched::{self, JoinState, Thread, ThreadKind, ThreadState};
 use dynstack::stack;
-use dynstack::testing::{run, TestCase, TestResult};
+use dynstack::testing::{run, TestResult};
 
 dynstack::kernel_main!(main);
 
-/// `cases![f, g]`: the test cases named after their functions, in order.
-macro_rules! cases {
-    ($($f:ident),* $(,)?) => {
-        &[$(TestCase { name: stringify!($f), run: $f }),*]
-    };
-}
-
 fn main() {
-    run(cases![
+    run(dynstack::test_cases![
         preempts_spinning_threads,
         sleep_accuracy,
         sleep_under_load,

@@ -27,7 +27,7 @@ use dynstack::check;
 use dynstack::cmdline::StackPolicy;
 use dynstack::mm::layout::{STACK_ARENA_BASE, STACK_ARENA_SIZE};
 use dynstack::mm::page_table::MemoryType;
-use dynstack::mm::{frame, heap, kspace};
+use dynstack::mm::{frame, kspace};
 use dynstack::sched::{self, JoinHandle, Thread, ThreadState};
 use dynstack::stack;
 use dynstack::sync::IrqMutex;
@@ -146,10 +146,7 @@ const EC_DATA_ABORT_SAME_EL: u64 = 0x25;
 const MARK: u64 = 0x5EC0_DEAD_BEEF_5EC0;
 
 fn sp() -> u64 {
-    let sp: u64;
-    // SAFETY: reads the stack pointer.
-    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack)) };
-    sp
+    dynstack::arch::stack_pointer()
 }
 
 /// The running thread.
@@ -272,47 +269,8 @@ where
     r.unwrap_or_else(|| Err(format!("thread {} died (see its report above)", name)))
 }
 
-/// Frames and counters at one moment (IRQs masked while reading, so this CPU cannot switch
-/// and refill its reserve half-way).
-#[derive(Clone, Copy, Debug)]
-struct Snap {
-    free: u64,
-    mapped: u64,
-    reserve: u64,
-    heap_pages: u64,
-    tables: u64,
-    stacks: u64,
-    threads: usize,
-    grow_faults: u64,
-    overflows: u64,
-    trimmed: u64,
-}
-
-impl Snap {
-    fn take() -> Snap {
-        let daif = irq::save_and_disable();
-        let s = stack::stats();
-        let snap = Snap {
-            free: frame::free_pages(),
-            mapped: s.mapped_pages,
-            reserve: s.reserve_pages,
-            heap_pages: heap::grown_bytes() / PAGE,
-            tables: kspace::table_pages(),
-            stacks: s.stacks,
-            threads: sched::thread_count(),
-            grow_faults: s.grow_faults,
-            overflows: s.overflows,
-            trimmed: s.trimmed_pages,
-        };
-        irq::restore(daif);
-        snap
-    }
-
-    /// Every frame the kernel handed out since boot for these uses, plus the free ones.
-    fn accounted(&self) -> u64 {
-        self.free + self.mapped + self.reserve + self.heap_pages + self.tables
-    }
-}
+/// Frames and counters at one moment (see `MemorySnapshot`).
+type Snap = dynstack::testing::MemorySnapshot;
 
 /// Waits until no thread is half-way through being reaped (every stack belongs to a thread
 /// in the table).

@@ -14,11 +14,10 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use dynstack::arch::timer;
 use dynstack::check;
 use dynstack::cmdline::StackPolicy;
-use dynstack::mm::{frame, heap, kspace};
 use dynstack::sched::{self, ThreadKind};
 use dynstack::shell::command::Profile;
 use dynstack::stack;
-use dynstack::testing::{run, TestCase, TestResult};
+use dynstack::testing::{run, MemorySnapshot, TestCase, TestResult};
 
 dynstack::kernel_main!(main);
 
@@ -48,21 +47,6 @@ fn seconds() -> u64 {
     knob("seconds", 20)
 }
 
-/// Frames accounted for: free, in reserves, taken by the heap or by tables.
-fn frames_accounted() -> u64 {
-    let (free, reserve, heap, tables) = frames_parts();
-    free + reserve + heap + tables
-}
-
-fn frames_parts() -> (u64, u64, u64, u64) {
-    (
-        frame::free_pages(),
-        stack::stats().reserve_pages,
-        heap::grown_bytes() / 4096,
-        kspace::table_pages(),
-    )
-}
-
 static STOP: AtomicBool = AtomicBool::new(false);
 static TRIMMED: AtomicU64 = AtomicU64::new(0);
 static RESPAWNED: AtomicU64 = AtomicU64::new(0);
@@ -84,8 +68,7 @@ fn churn_torture() -> TestResult {
     let seconds = seconds();
     let threads = 500 * sched::online_count();
     let base_stats = stack::stats();
-    let base_frames = frames_accounted();
-    let base_parts = frames_parts();
+    let base = MemorySnapshot::take();
     dynstack::println!(
         "stress: {} churn threads on {} CPUs for {} s",
         threads,
@@ -191,15 +174,15 @@ fn churn_torture() -> TestResult {
         s.mapped_pages,
         base_stats.mapped_pages
     );
-    let frames = frames_accounted();
+    let after = MemorySnapshot::take();
     check!(
-        frames.abs_diff(base_frames) <= 2,
-        "frames accounted for: {} after, {} before (a leak of {} pages); free, reserve, heap, tables: {:?} before, {:?} after",
-        frames,
-        base_frames,
-        base_frames as i64 - frames as i64,
-        base_parts,
-        frames_parts()
+        after.accounted().abs_diff(base.accounted()) <= 2,
+        "frames accounted for: {} after, {} before (a leak of {} pages); before {:?}, after {:?}",
+        after.accounted(),
+        base.accounted(),
+        base.accounted() as i64 - after.accounted() as i64,
+        base,
+        after
     );
     Ok(())
 }

@@ -522,9 +522,7 @@ pub fn trim_all() -> u64 {
 /// Maps enough of the current thread's stack that `bytes` more below the current SP can be
 /// used without a fault (the article's `expand_stack()`), for code that must not fault.
 pub fn ensure(bytes: usize) {
-    let sp: u64;
-    // SAFETY: reads the stack pointer.
-    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp) };
+    let sp = crate::arch::stack_pointer();
     let target = sp.saturating_sub(bytes as u64);
     let mut addr = align_down(sp, PAGE);
     // Touch each page from the top down, as the compiler's stack probes do: every touch that
