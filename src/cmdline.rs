@@ -142,6 +142,8 @@ pub struct KernelArgs {
     pub stack: StackConfig,
     /// Seed for workload draws.
     pub seed: u64,
+    /// Which UART is the console (`console=`); see [`console_choice`].
+    pub console: ConsoleChoice,
     /// Words the kernel does not know, as written; they are not errors.
     pub ignored: Vec<String>,
 }
@@ -152,9 +154,62 @@ impl Default for KernelArgs {
             init: DEFAULT_INIT.to_string(),
             stack: StackConfig::default(),
             seed: DEFAULT_SEED,
+            console: ConsoleChoice::Pl011,
             ignored: Vec::new(),
         }
     }
+}
+
+/// Which UART the console runs on, from `console=`.
+///
+/// `console=pl011` (or Linux's name for it, `ttyAMA0`) is the default; `console=mini` (or
+/// `ttyS0`, Linux's name for the BCM2835 auxiliary mini UART) picks the mini UART where the
+/// device tree has one. Linux-style options after a comma (`ttyS0,115200`) are ignored: the
+/// baud rate is the firmware's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsoleChoice {
+    /// The PL011 (UART0 on a Raspberry Pi).
+    #[default]
+    Pl011,
+    /// The BCM2835 auxiliary mini UART (UART1 on a Raspberry Pi).
+    Mini,
+}
+
+impl ConsoleChoice {
+    /// The name `console=` takes for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsoleChoice::Pl011 => "pl011",
+            ConsoleChoice::Mini => "mini",
+        }
+    }
+}
+
+impl fmt::Display for ConsoleChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ConsoleChoice {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let name = s.split(',').next().unwrap_or(s);
+        match name {
+            "pl011" | "ttyAMA0" => Ok(ConsoleChoice::Pl011),
+            "mini" | "ttyS0" => Ok(ConsoleChoice::Mini),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The console the command line asks for, read before the console exists (boot picks the
+/// UART with it). The last `console=` naming a UART this kernel drives wins, as in Linux,
+/// where the last `console=` is `/dev/console`; others (`console=tty1`) are left in
+/// [`KernelArgs::ignored`] by [`parse`], which boot reports once the console is up.
+pub fn console_choice(line: &str) -> ConsoleChoice {
+    parse(line).0.console
 }
 
 /// Why a text is not a size.
@@ -351,6 +406,15 @@ pub fn parse(line: &str) -> (KernelArgs, Vec<ArgError>) {
             None => (token.text.as_str(), None),
         };
         let setting = match Setting::from_key(key) {
+            // A console this kernel does not drive (`console=tty1`, which the Pi firmware
+            // passes for the screen) is a firmware word like any other, not an error.
+            Key::Known(Setting::Console)
+                if token.unterminated.is_some()
+                    || value.is_none_or(|v| v.parse::<ConsoleChoice>().is_err()) =>
+            {
+                args.ignored.push(token.raw.to_string());
+                continue;
+            }
             Key::Known(setting) => setting,
             Key::UnknownStack(sub) => {
                 errors.push(ArgError {
@@ -423,6 +487,7 @@ pub fn parse(line: &str) -> (KernelArgs, Vec<ArgError>) {
 enum Setting {
     Init,
     Seed,
+    Console,
     Policy,
     Initial,
     Max,
@@ -440,6 +505,7 @@ impl Setting {
         match key {
             "init" => Key::Known(Setting::Init),
             "seed" => Key::Known(Setting::Seed),
+            "console" => Key::Known(Setting::Console),
             _ => match key.strip_prefix("kstack.") {
                 Some("policy") => Key::Known(Setting::Policy),
                 Some("initial") => Key::Known(Setting::Initial),
@@ -455,6 +521,8 @@ impl Setting {
         match self {
             Setting::Init => args.init = value.to_string(),
             Setting::Seed => args.seed = parse_u64(value)?,
+            // Only values that parse get here (see `parse`).
+            Setting::Console => args.console = value.parse().unwrap_or(args.console),
             Setting::Policy => {
                 args.stack.policy = value.parse().map_err(ArgErrorKind::BadPolicy)?;
             }
@@ -474,6 +542,7 @@ impl Setting {
                 alloc::format!("\"{}\"", defaults.init),
             ),
             Setting::Seed => (args.seed.to_string(), defaults.seed.to_string()),
+            Setting::Console => (args.console.to_string(), defaults.console.to_string()),
             Setting::Policy => (
                 args.stack.policy.to_string(),
                 defaults.stack.policy.to_string(),
@@ -705,14 +774,15 @@ mod tests {
     #[test]
     fn firmware_words_are_ignored_not_errors() {
         let (args, errors) = parse(
-            "console=ttyAMA0,115200 quiet 8250.nr_uarts=1 kstack root=/dev/mmcblk0p2 \
-             kstackx.max=1 =x",
+            "console=ttyAMA0,115200 console=tty1 quiet 8250.nr_uarts=1 kstack \
+             root=/dev/mmcblk0p2 kstackx.max=1 =x",
         );
         assert!(errors.is_empty(), "{:?}", messages(&errors));
+        assert_eq!(args.console, ConsoleChoice::Pl011);
         assert_eq!(
             args.ignored,
             [
-                "console=ttyAMA0,115200",
+                "console=tty1",
                 "quiet",
                 "8250.nr_uarts=1",
                 "kstack",
@@ -1020,5 +1090,47 @@ mod tests {
             let _ = std::panic::catch_unwind(|| parse_size(&line))
                 .unwrap_or_else(|_| panic!("parse_size panicked on {line:?}"));
         }
+    }
+
+    #[test]
+    fn console_choice_names() {
+        assert_eq!(console_choice(""), ConsoleChoice::Pl011);
+        assert_eq!(console_choice("init=cpus"), ConsoleChoice::Pl011);
+        for line in [
+            "console=mini",
+            "console=ttyS0",
+            "console=ttyS0,115200",
+            "seed=3 console=\"mini\" init=\"cpus; poweroff\"",
+            "console=pl011 console=mini",
+        ] {
+            assert_eq!(console_choice(line), ConsoleChoice::Mini, "{line}");
+        }
+        for line in [
+            "console=pl011",
+            "console=ttyAMA0,115200",
+            "console=mini console=pl011",
+        ] {
+            assert_eq!(console_choice(line), ConsoleChoice::Pl011, "{line}");
+        }
+        // A bad value is ignored before the console exists; the earlier choice stays.
+        assert_eq!(
+            console_choice("console=mini console=tty9"),
+            ConsoleChoice::Mini
+        );
+        assert_eq!(console_choice("console=serial1"), ConsoleChoice::Pl011);
+        assert_eq!(console_choice("console"), ConsoleChoice::Pl011);
+    }
+
+    #[test]
+    fn console_is_a_known_argument() {
+        let (args, errors) = parse("console=mini");
+        assert!(errors.is_empty(), "{:?}", messages(&errors));
+        assert!(args.ignored.is_empty());
+        assert_eq!(args.console, ConsoleChoice::Mini);
+        // Consoles this kernel does not drive are firmware words, reported as ignored.
+        let (args, errors) = parse("console=mini console=tty1 console console=\"ttyS0");
+        assert!(errors.is_empty(), "{:?}", messages(&errors));
+        assert_eq!(args.console, ConsoleChoice::Mini);
+        assert_eq!(args.ignored, ["console=tty1", "console", "console=\"ttyS0"]);
     }
 }

@@ -32,6 +32,18 @@ impl ConsoleDevice for crate::drivers::pl011::Pl011 {
     }
 }
 
+impl ConsoleDevice for crate::drivers::bcm2835_aux::MiniUart {
+    fn write_byte(&self, byte: u8) {
+        crate::drivers::bcm2835_aux::MiniUart::write_byte(self, byte)
+    }
+    fn try_read_byte(&self) -> Option<u8> {
+        crate::drivers::bcm2835_aux::MiniUart::try_read_byte(self)
+    }
+    fn enable_input_interrupt(&self) {
+        self.enable_rx_interrupt()
+    }
+}
+
 /// Lets the console device interrupt on input (once the interrupt controller routes it).
 pub fn enable_input_interrupt() {
     if let Some(dev) = DEVICE.get() {

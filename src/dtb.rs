@@ -497,6 +497,10 @@ pub struct MachineInfo {
     /// mini UART. (The Pi trees point `stdout-path` at the mini UART; QEMU's `raspi3b` and
     /// `raspi4b` connect the first serial port to the PL011.)
     pub uart: Option<Uart>,
+    /// The BCM2835 mini UART, whether or not a PL011 won [`MachineInfo::uart`]: the
+    /// `/chosen` `stdout-path` node if it is an enabled mini UART, else the first enabled
+    /// one. The console when the command line says `console=mini`.
+    pub mini_uart: Option<Uart>,
     /// The primary interrupt controller: a GIC (the root's `interrupt-parent` if it is
     /// one, else the first enabled one), else the BCM2836 local controller.
     pub interrupt_controller: Option<InterruptController>,
@@ -563,6 +567,7 @@ pub fn parse(blob: &[u8]) -> Result<MachineInfo, DtbError> {
             .chain(tree.reserved_memory())
             .collect(),
         uart: tree.uart(),
+        mini_uart: tree.uart_of(UartKind::Bcm2835Aux),
         interrupt_controller: tree.interrupt_controller(),
         timer: tree.timer(),
         psci: tree.psci(),
@@ -1301,19 +1306,22 @@ impl<'b, 'a> Tree<'b, 'a> {
     }
 
     fn uart(&self) -> Option<Uart> {
+        [UartKind::Pl011, UartKind::Bcm2835Aux]
+            .into_iter()
+            .find_map(|kind| self.uart_of(kind))
+    }
+
+    /// The `stdout-path` node if it is an enabled UART of `kind`, else the first enabled one.
+    fn uart_of(&self, kind: UartKind) -> Option<Uart> {
         let stdout = self.child_named(ROOT, "chosen").and_then(|chosen| {
             let path = self
                 .prop_str(chosen, "stdout-path")
                 .or_else(|| self.prop_str(chosen, "linux,stdout-path"))?;
             self.resolve(path.split(':').next().unwrap_or(path))
         });
-        [UartKind::Pl011, UartKind::Bcm2835Aux]
-            .into_iter()
-            .find_map(|kind| {
-                stdout
-                    .and_then(|node| self.uart_at(node, kind))
-                    .or_else(|| (0..self.nodes.len()).find_map(|i| self.uart_at(i, kind)))
-            })
+        stdout
+            .and_then(|node| self.uart_at(node, kind))
+            .or_else(|| (0..self.nodes.len()).find_map(|i| self.uart_at(i, kind)))
     }
 
     fn gic_at(&self, i: usize) -> Option<InterruptController> {
@@ -1575,6 +1583,15 @@ mod tests {
             })
         );
         assert_eq!(m.uart.unwrap().irq.unwrap().gic_intid(), None);
+        // The mini UART is there too, for console=mini: armctrl bank 1, bit 29.
+        assert_eq!(
+            m.mini_uart,
+            Some(Uart {
+                region: region(0x3f21_5040, 0x40),
+                kind: UartKind::Bcm2835Aux,
+                irq: Some(two_cell(1, 29)),
+            })
+        );
         assert_eq!(
             m.interrupt_controller,
             Some(InterruptController::Bcm2836 {
@@ -1619,6 +1636,11 @@ mod tests {
         assert_eq!(uart.region, region(0xfe20_1000, 0x200));
         assert_eq!(uart.kind, UartKind::Pl011);
         assert_eq!(uart.irq.unwrap().gic_intid(), Some(32 + 0x79));
+        let mini = m.mini_uart.unwrap();
+        assert_eq!(mini.region, region(0xfe21_5040, 0x40));
+        assert_eq!(mini.kind, UartKind::Bcm2835Aux);
+        // GIC_SPI 93.
+        assert_eq!(mini.irq.unwrap().gic_intid(), Some(125));
         assert_eq!(
             m.interrupt_controller,
             Some(InterruptController::GicV2 {
@@ -1916,15 +1938,17 @@ mod tests {
     }
 
     fn expected_board() -> MachineInfo {
+        let mini = Some(Uart {
+            region: region(0x3f21_5040, 0x40),
+            kind: UartKind::Bcm2835Aux,
+            irq: Some(gic(0, 0x5d, 4)),
+        });
         MachineInfo {
             model: "Test Board".into(),
             memory: vec![region(0, 0x1000_0000), region(0x3000_0000, 0x100)],
             reserved: vec![region(0x1000, 0x2000), region(0x100, 0x200)],
-            uart: Some(Uart {
-                region: region(0x3f21_5040, 0x40),
-                kind: UartKind::Bcm2835Aux,
-                irq: Some(gic(0, 0x5d, 4)),
-            }),
+            uart: mini,
+            mini_uart: mini,
             interrupt_controller: Some(InterruptController::GicV2 {
                 distributor: region(0x3f00_1000, 0x1000),
                 cpu_interface: region(0x3f00_2000, 0x2000),

@@ -182,23 +182,32 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
         )),
     };
 
-    // Console.
-    let Some(uart) = machine.uart.filter(|u| u.kind == dtb::UartKind::Pl011) else {
-        early_fail(format_args!(
-            "the device tree names no PL011 UART (the console driver this kernel has)"
-        ));
+    // Console: the PL011, or the mini UART if the command line asks for it (`console=mini`)
+    // and the tree has one. The rest of the command line is read once the console is up.
+    let wants_mini = crate::cmdline::console_choice(machine.bootargs.as_deref().unwrap_or(""))
+        == crate::cmdline::ConsoleChoice::Mini;
+    let console_uart = match machine.mini_uart.filter(|_| wants_mini) {
+        Some(mini) => {
+            start_mini_uart(&mini);
+            mini
+        }
+        None => {
+            let Some(uart) = machine.uart.filter(|u| u.kind == dtb::UartKind::Pl011) else {
+                early_fail(format_args!(
+                    "the device tree names no PL011 UART (the default console; console=mini \
+                     picks the mini UART)"
+                ));
+            };
+            start_pl011(&uart);
+            uart
+        }
     };
-    let uart_va = match kspace::map_device(uart.region.base, uart.region.size.max(0x1000)) {
-        Ok(va) => va,
-        Err(e) => early_fail(format_args!("cannot map the UART: {}", e)),
-    };
-    // SAFETY: the UART's registers, just mapped as device memory.
-    let pl011: &'static crate::drivers::pl011::Pl011 = Box::leak(Box::new(unsafe {
-        crate::drivers::pl011::Pl011::new(uart_va as usize)
-    }));
-    pl011.init();
-    crate::console::set_device(pl011);
     println!("dynstack: booting on {} ({})", board::NAME, machine.model);
+    if wants_mini && console_uart.kind != dtb::UartKind::Bcm2835Aux {
+        println!(
+            "dynstack: console=mini: the device tree has no enabled mini UART; using the PL011"
+        );
+    }
 
     // Physical memory: RAM minus the image, the DTB and reserved ranges; then the linear map.
     let ram: Vec<Range> = machine
@@ -252,7 +261,7 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     }
 
     // Interrupts and timer.
-    init_interrupts(&machine);
+    init_interrupts(&machine, &console_uart);
 
     let psci = machine.psci.map(|p| match p {
         dtb::PsciConduit::Hvc => Conduit::Hvc,
@@ -292,20 +301,54 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     sched::start_this_cpu()
 }
 
+/// Maps the PL011 at `uart` and makes it the console.
+fn start_pl011(uart: &dtb::Uart) {
+    let uart_va = match kspace::map_device(uart.region.base, uart.region.size.max(0x1000)) {
+        Ok(va) => va,
+        Err(e) => early_fail(format_args!("cannot map the UART: {}", e)),
+    };
+    // SAFETY: the UART's registers, just mapped as device memory.
+    let pl011: &'static crate::drivers::pl011::Pl011 = Box::leak(Box::new(unsafe {
+        crate::drivers::pl011::Pl011::new(uart_va as usize)
+    }));
+    pl011.init();
+    crate::console::set_device(pl011);
+}
+
+/// Maps the auxiliary block of the mini UART at `uart` (whose `reg` starts at `AUX_MU_IO`)
+/// and makes the mini UART the console.
+fn start_mini_uart(uart: &dtb::Uart) {
+    use crate::drivers::bcm2835_aux::{MiniUart, BLOCK_SIZE, IO_OFFSET};
+    let Some(block) = uart.region.base.checked_sub(IO_OFFSET) else {
+        early_fail(format_args!(
+            "the mini UART's registers at {:#x} are not inside an auxiliary block",
+            uart.region.base
+        ));
+    };
+    let va = match kspace::map_device(block, BLOCK_SIZE) {
+        Ok(va) => va,
+        Err(e) => early_fail(format_args!("cannot map the mini UART: {}", e)),
+    };
+    // SAFETY: the auxiliary block's registers, just mapped as device memory.
+    let mini: &'static MiniUart = Box::leak(Box::new(unsafe { MiniUart::new(va as usize) }));
+    mini.init();
+    crate::console::set_device(mini);
+}
+
 /// Sets up the interrupt controller the device tree names, and registers it with `irq`
 /// together with the IDs the timer (the EL1 virtual timer, the third `timer` interrupt) and
-/// the console UART raise through it.
+/// the console UART (`console_uart`: the PL011, or the mini UART) raise through it.
 ///
 /// A GIC's specifiers are the three-cell GIC format. The Pi 3's BCM2836 pair has two
 /// two-cell formats: the timer's are the local controller's (`<source flags>`), the UART's
 /// are armctrl's (`<bank bit>`), because on these SoCs the generic timer reaches only the
 /// local controller and the peripherals only armctrl.
-fn init_interrupts(machine: &MachineInfo) {
+fn init_interrupts(machine: &MachineInfo, console_uart: &dtb::Uart) {
     use crate::drivers::bcm2836::{self, Bcm2836};
     use crate::drivers::gic::InterruptController;
 
     let timer_spec = machine.timer.as_ref().and_then(|t| t.interrupts.get(2));
-    let uart_spec = machine.uart.as_ref().and_then(|u| u.irq.as_ref());
+    let uart_spec = console_uart.irq.as_ref();
     let gic_ids = || {
         (
             timer_spec.and_then(|s| s.gic_intid()).unwrap_or(27),
