@@ -180,6 +180,33 @@ fn ec(esr: u64) -> u64 {
     (esr >> 26) & 0x3f
 }
 
+/// The last thread ended by a fault was `tid`, with exception class `want_ec` at `want_far`.
+fn check_ended_by_fault(what: &str, tid: u64, want_ec: u64, want_far: u64) -> TestResult {
+    let (ftid, esr, far) = dynstack::exception::last_fault();
+    check!(
+        ftid == tid,
+        "{}: last fault was thread {}, want {}",
+        what,
+        ftid,
+        tid
+    );
+    check!(
+        ec(esr) == want_ec,
+        "{}: ESR {:#x}, want exception class {:#x}",
+        what,
+        esr,
+        want_ec
+    );
+    check!(
+        far == want_far,
+        "{}: FAR {:#x}, want {:#x}",
+        what,
+        far,
+        want_far
+    );
+    Ok(())
+}
+
 fn ms_to_ticks(ms: u64) -> u64 {
     timer::ns_to_ticks(ms * 1_000_000)
 }
@@ -1210,27 +1237,12 @@ fn overflow_exact_report() -> TestResult {
             "{:?}: a store into the guard gap succeeded",
             policy
         );
-        let (ftid, esr, far) = dynstack::exception::last_fault();
-        check!(
-            ftid == tid,
-            "{:?}: last fault was thread {}, want {}",
-            policy,
-            ftid,
-            tid
-        );
-        check!(
-            ec(esr) == EC_DATA_ABORT_SAME_EL,
-            "{:?}: ESR {:#x}",
-            policy,
-            esr
-        );
-        check!(
-            far == target.load(Ordering::SeqCst),
-            "{:?}: FAR {:#x}, want {:#x}",
-            policy,
-            far,
-            target.load(Ordering::SeqCst)
-        );
+        check_ended_by_fault(
+            &format!("{:?}", policy),
+            tid,
+            EC_DATA_ABORT_SAME_EL,
+            target.load(Ordering::SeqCst),
+        )?;
         let now = Snap::take();
         check!(
             now.overflows == base.overflows + 1,
@@ -1857,26 +1869,12 @@ fn stacks_never_executable() -> TestResult {
             "{:?}: code on a stack ran",
             policy
         );
-        let (ftid, esr, far) = dynstack::exception::last_fault();
-        check!(
-            ftid == tid,
-            "{:?}: last fault was thread {}, want {}",
-            policy,
-            ftid,
-            tid
-        );
-        check!(
-            ec(esr) == EC_INSTRUCTION_ABORT_SAME_EL,
-            "{:?}: ESR {:#x}, want an instruction abort",
-            policy,
-            esr
-        );
-        check!(
-            far == addr.load(Ordering::SeqCst),
-            "{:?}: FAR {:#x}",
-            policy,
-            far
-        );
+        check_ended_by_fault(
+            &format!("{:?}", policy),
+            tid,
+            EC_INSTRUCTION_ABORT_SAME_EL,
+            addr.load(Ordering::SeqCst),
+        )?;
         check_clean(&base)?;
     }
     Ok(())
@@ -1923,19 +1921,12 @@ fn probe(addr: u64, on: usize) -> Result<bool, String> {
         read.load(Ordering::SeqCst),
         addr
     );
-    let (ftid, esr, far) = dynstack::exception::last_fault();
-    check!(
-        ftid == tid,
-        "last fault was thread {}, want prober {}",
-        ftid,
-        tid
-    );
-    check!(
-        ec(esr) == EC_DATA_ABORT_SAME_EL && far == addr,
-        "ESR {:#x} FAR {:#x}",
-        esr,
-        far
-    );
+    check_ended_by_fault(
+        &format!("prober on cpu {}", c),
+        tid,
+        EC_DATA_ABORT_SAME_EL,
+        addr,
+    )?;
     Ok(true)
 }
 
