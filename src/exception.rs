@@ -75,43 +75,48 @@ fn thread_sync(frame: &mut TrapFrame) {
             exhaust_exception_stack(frame.x[0]);
         }
         ExceptionClass::Svc => sched::on_syscall(frame, syndrome.svc_imm()),
-        ExceptionClass::DataAbort => {
-            let far = FAR_EL1.get();
-            match stack::on_fault(frame, syndrome, far) {
-                FaultOutcome::Grown => {}
-                FaultOutcome::Overflow => {
-                    let t = current();
-                    crate::console::write_fmt_emergency(format_args!(
-                        "OVERFLOW tid={} name={} far={:#x} sp={:#x} elr={:#x}\n",
-                        t.tid,
-                        t.name(),
-                        far,
-                        frame.sp_el0,
-                        frame.elr
-                    ));
-                    end_thread(frame, "stack overflow", syndrome, far);
-                }
-                FaultOutcome::OutOfMemory => {
-                    let t = current();
-                    crate::console::write_fmt_emergency(format_args!(
-                        "OOM tid={} name={}: out of memory growing its stack (far={:#x} elr={:#x})\n",
-                        t.tid,
-                        t.name(),
-                        far,
-                        frame.elr
-                    ));
-                    end_thread(frame, "out of memory", syndrome, far);
-                }
-                FaultOutcome::NotStack => {
-                    report_fault(frame, syndrome, far);
-                    end_thread(frame, "bad access", syndrome, far);
-                }
-            }
-        }
+        ExceptionClass::DataAbort => data_abort(frame, syndrome),
         _ => {
             let far = FAR_EL1.get();
             report_fault(frame, syndrome, far);
             end_thread(frame, "fault", syndrome, far);
+        }
+    }
+}
+
+/// A data abort from a thread that the fast path (`stack::fast`) left to the slow path. Kept
+/// out of line so that system calls, which share `thread_sync`, do not pay for its frame.
+#[inline(never)]
+fn data_abort(frame: &mut TrapFrame, syndrome: Syndrome) {
+    let far = FAR_EL1.get();
+    match stack::on_fault(frame, syndrome, far) {
+        FaultOutcome::Grown => {}
+        FaultOutcome::Overflow => {
+            let t = current();
+            crate::console::write_fmt_emergency(format_args!(
+                "OVERFLOW tid={} name={} far={:#x} sp={:#x} elr={:#x}\n",
+                t.tid,
+                t.name(),
+                far,
+                frame.sp_el0,
+                frame.elr
+            ));
+            end_thread(frame, "stack overflow", syndrome, far);
+        }
+        FaultOutcome::OutOfMemory => {
+            let t = current();
+            crate::console::write_fmt_emergency(format_args!(
+                "OOM tid={} name={}: out of memory growing its stack (far={:#x} elr={:#x})\n",
+                t.tid,
+                t.name(),
+                far,
+                frame.elr
+            ));
+            end_thread(frame, "out of memory", syndrome, far);
+        }
+        FaultOutcome::NotStack => {
+            report_fault(frame, syndrome, far);
+            end_thread(frame, "bad access", syndrome, far);
         }
     }
 }

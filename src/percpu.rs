@@ -12,7 +12,13 @@ pub const MAX_CPUS: usize = 8;
 
 const EMERGENCY_STACK_SIZE: usize = 8192;
 
-/// The block `TPIDR_EL1` points at. `vectors.s` reads `emergency_sp` at offset 0.
+/// Where `emergency_sp` lies in [`PerCpu`], for `vectors.s`.
+pub const EMERGENCY_SP_OFFSET: usize = core::mem::offset_of!(PerCpu, emergency_sp);
+/// Where `index` (a `usize`) lies in [`PerCpu`], for the stack growth fast path.
+pub const INDEX_OFFSET: usize = core::mem::offset_of!(PerCpu, index);
+
+/// The block `TPIDR_EL1` points at. Assembly reads `emergency_sp` (`vectors.s`) and
+/// `index` (the stack growth fast path) through the offsets below.
 #[repr(C, align(64))]
 pub struct PerCpu {
     emergency_sp: AtomicU64,

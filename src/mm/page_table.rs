@@ -901,6 +901,34 @@ impl PageTable {
         leaf_descriptor(pa, attrs, 3)
     }
 
+    /// Every bit of the L3 page descriptor for `attrs` but the output address, as a
+    /// constant: `page_descriptor(pa, attrs) == page_bits(attrs) | pa` for a page-aligned
+    /// `pa`. Assembly that maps pages by itself (the stack growth fast path) ORs a frame in.
+    pub const fn page_bits(attrs: Attributes) -> u64 {
+        use PAGE_DESCRIPTOR::*;
+        let memory = match attrs.memory {
+            MemoryType::Normal => AttrIndx::Normal.value,
+            MemoryType::Device => AttrIndx::Device.value,
+            MemoryType::NormalNonCacheable => AttrIndx::NormalNonCacheable.value,
+        };
+        let device = matches!(attrs.memory, MemoryType::Device);
+        let (access, pxn) = match attrs.permission {
+            Permission::ReadOnly => (AP::RO_EL1.value, PXN::True.value),
+            Permission::ReadWrite => (AP::RW_EL1.value, PXN::True.value),
+            Permission::ReadExecute if device => (AP::RO_EL1.value, PXN::True.value),
+            Permission::ReadExecute => (AP::RO_EL1.value, PXN::False.value),
+        };
+        VALID::True.value
+            | TYPE::Page.value
+            | AF::True.value
+            | SH::InnerShareable.value
+            | access
+            | memory
+            | nG::False.value
+            | pxn
+            | UXN::True.value
+    }
+
     /// Calls `f(va, translation)` for every page and block, in address order, with `va`
     /// the start of the page or block.
     pub fn walk(&self, mem: &impl TableMemory, mut f: impl FnMut(u64, Translation)) {
@@ -1458,6 +1486,29 @@ mod tests {
 
     const RO: Attributes = Attributes::new(MemoryType::Normal, Permission::ReadOnly);
     const RX: Attributes = Attributes::new(MemoryType::Normal, Permission::ReadExecute);
+
+    #[test]
+    fn page_bits_are_the_page_descriptor_without_its_address() {
+        for memory in [
+            MemoryType::Normal,
+            MemoryType::Device,
+            MemoryType::NormalNonCacheable,
+        ] {
+            for permission in [
+                Permission::ReadOnly,
+                Permission::ReadWrite,
+                Permission::ReadExecute,
+            ] {
+                let attrs = Attributes::new(memory, permission);
+                for pa in [0, 0x4000_0000, 0x0000_ffff_ffff_f000] {
+                    assert_eq!(
+                        PageTable::page_bits(attrs) | pa,
+                        PageTable::page_descriptor(pa, attrs)
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn maps_and_queries_pages() {

@@ -128,7 +128,8 @@ impl CpuQueue {
 static QUEUES: [IrqMutex<CpuQueue>; MAX_CPUS] =
     [const { IrqMutex::new(CpuQueue::new()) }; MAX_CPUS];
 static QUEUE_LEN: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
-static CURRENT: [AtomicPtr<Thread>; MAX_CPUS] =
+/// The thread each CPU runs. The stack growth fast path (`stack::fast`) reads it.
+pub(crate) static CURRENT: [AtomicPtr<Thread>; MAX_CPUS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 static IDLE: [AtomicPtr<Thread>; MAX_CPUS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];

@@ -14,17 +14,20 @@ use crate::mm::layout::{PAGE_SIZE, STACK_ARENA_BASE, STACK_ARENA_SIZE};
 use crate::mm::page_table::{Attributes, PageTable, TlbOps};
 use crate::sync::IrqMutex;
 
-const CHUNK: u64 = 2 << 20;
-const CHUNKS: usize = (STACK_ARENA_SIZE / CHUNK) as usize;
+/// log2 of the span of one L3 table (2 MiB).
+pub(super) const CHUNK_SHIFT: u32 = 21;
+pub(super) const CHUNK: u64 = 1 << CHUNK_SHIFT;
+pub(super) const CHUNKS: usize = (STACK_ARENA_SIZE / CHUNK) as usize;
 
 /// Virtual address of the L3 table serving each 2 MiB chunk of the arena (0: none yet).
-static L3_TABLES: [AtomicU64; CHUNKS] = [const { AtomicU64::new(0) }; CHUNKS];
+/// The growth fast path (`fast`) reads it too.
+pub(super) static L3_TABLES: [AtomicU64; CHUNKS] = [const { AtomicU64::new(0) }; CHUNKS];
 static TABLE_PAGES: AtomicU64 = AtomicU64::new(0);
 static STRIDE: AtomicU64 = AtomicU64::new(0);
 static GUARD: AtomicU64 = AtomicU64::new(0);
 /// Every bit of a stack page descriptor but the address (normal memory, read-write, never
-/// executable), computed once so the fault path only ORs in the frame.
-static PAGE_BITS: AtomicU64 = AtomicU64::new(0);
+/// executable), so the fault paths only OR in the frame.
+pub(super) const PAGE_BITS: u64 = PageTable::page_bits(Attributes::DATA);
 
 struct Slots {
     next_unused: u32,
@@ -43,10 +46,6 @@ pub fn init() {
     let stride = (config().max + config().guard) as u64;
     STRIDE.store(stride, Ordering::Relaxed);
     GUARD.store(config().guard as u64, Ordering::Relaxed);
-    PAGE_BITS.store(
-        PageTable::page_descriptor(0, Attributes::DATA),
-        Ordering::Relaxed,
-    );
     SLOTS.lock().max = (STACK_ARENA_SIZE / stride).min(u32::MAX as u64) as u32;
 }
 
@@ -117,7 +116,7 @@ fn descriptor_ptr(va: u64) -> *mut u64 {
 /// Maps the page at `va` (inside a slot handed out by [`alloc_slot`]) to frame `pa`,
 /// read-write and never executable. Visible after [`publish`].
 pub fn map_page(va: u64, pa: u64) {
-    let desc = PAGE_BITS.load(Ordering::Relaxed) | pa;
+    let desc = PAGE_BITS | pa;
     // SAFETY: the slot's L3 table exists (alloc_slot) and this entry belongs to the slot's
     // owner, the only writer.
     unsafe { core::ptr::write_volatile(descriptor_ptr(va), desc) };

@@ -7,15 +7,20 @@
 //! translation tables are created when a reservation is first handed out, so growing a
 //! stack later is a descriptor store into a table that already exists.
 //!
-//! The fault path, top to bottom: the vector (`vectors.s`) → `exception::dispatch` →
-//! [`on_fault`] → reservation lookup (address arithmetic, no table) → this CPU's reserve of
-//! zeroed pages → descriptor store through the arena's L3 table → `DSB ISHST; ISB` →
-//! return to retry the instruction. It takes no lock and never allocates: the scheduler
-//! fills the reserve (see [`prepare_switch_in`]) before it switches a dynamic thread in.
+//! The fault path, top to bottom: the vector (`vectors.s`) → the fast path ([`fast`],
+//! assembly: a growth of the current thread's stack is handled there and returns at once) →
+//! for anything else, the full trap frame, `exception::dispatch` → [`on_fault`] →
+//! reservation lookup (address arithmetic, no table) → this CPU's reserve of zeroed pages →
+//! descriptor store through the arena's L3 table → `DSB ISHST; ISB` → return to retry the
+//! instruction. Both paths take no lock and never allocate: the scheduler fills the reserve
+//! (see [`prepare_switch_in`]) before it switches a dynamic thread in. [`on_fault`] is the
+//! reference: the fast path does exactly what it does for a growth, and defers to it for
+//! everything else (overflows, other faults, a short reserve, growth switched off).
 //!
 //! Owns the arena's virtual space and tables, the reserve, and the stack counters. Calls
 //! `mm` (frames, the kernel address space) and `arch` (TLB maintenance).
 pub mod arena;
+pub mod fast;
 pub mod reserve;
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -64,21 +69,72 @@ pub fn initial_pages(policy: StackPolicy) -> u32 {
     }
 }
 
-/// Growth counters, one cache line per CPU, summed by [`stats`]. Only the fault path of that
-/// CPU writes them (in exception context, IRQs masked), so it needs no atomic
-/// read-modify-write: a load and a store.
-#[repr(align(64))]
+/// Growth counters, one cache line per CPU, summed by [`stats`]. Only the fault paths of
+/// that CPU write them (in exception context, IRQs masked), so they need no atomic
+/// read-modify-write: a load and a store. The fast path writes them too (`fast`).
+#[repr(C, align(64))]
 struct GrowthCounters {
+    /// Pages mapped by growth faults (both paths).
     grown_pages: AtomicU64,
+    /// Growth faults handled (both paths).
     grow_faults: AtomicU64,
+    /// Of those, the ones the fast path handled.
+    fast_faults: AtomicU64,
 }
 
 static GROWTH: [GrowthCounters; MAX_CPUS] = [const {
     GrowthCounters {
         grown_pages: AtomicU64::new(0),
         grow_faults: AtomicU64::new(0),
+        fast_faults: AtomicU64::new(0),
     }
 }; MAX_CPUS];
+
+/// What the fault paths may do, one word the fast path tests with a single compare: it
+/// handles a fault only when the word is exactly [`CTL_FAST_GROWS`]; the slow path reads
+/// the bits it needs.
+static GROW_CTL: AtomicU32 = AtomicU32::new(CTL_FAST_GROWS);
+/// A fault below the mapped part of the current thread's stack grows it (the `fault`
+/// strategy). Without it such a fault is an overflow (`expand`, `check`: see
+/// [`set_grow_on_fault`]).
+const CTL_GROW_ON_FAULT: u32 = 1 << 0;
+/// The fast path is enabled (tests and `bench` turn it off to measure the slow path).
+const CTL_FAST_PATH: u32 = 1 << 1;
+/// A test asked for a fault inside the growth path ([`inject_fault_in_growth_path`]).
+const CTL_INJECT_SLOW: u32 = 1 << 2;
+/// The fast path handles growths.
+const CTL_FAST_GROWS: u32 = CTL_GROW_ON_FAULT | CTL_FAST_PATH;
+
+fn set_ctl(bit: u32, on: bool) {
+    if on {
+        GROW_CTL.fetch_or(bit, Ordering::SeqCst);
+    } else {
+        GROW_CTL.fetch_and(!bit, Ordering::SeqCst);
+    }
+}
+
+/// Whether a fault below the mapped part of a stack grows it (the default), or is an
+/// overflow: the one switch `kstack.strategy` needs. Set it once at boot, before threads
+/// fault: `expand` and `check` turn it off, `fault` leaves it on. Both fault paths read it.
+pub fn set_grow_on_fault(on: bool) {
+    set_ctl(CTL_GROW_ON_FAULT, on);
+}
+
+/// Whether faults grow stacks (see [`set_grow_on_fault`]).
+pub fn grow_on_fault() -> bool {
+    GROW_CTL.load(Ordering::Relaxed) & CTL_GROW_ON_FAULT != 0
+}
+
+/// Turns the growth fast path on (the default) or off, so that every growth takes the slow
+/// path ([`on_fault`]): for tests of the slow path and for `bench`, which measures both.
+pub fn set_fast_path(on: bool) {
+    set_ctl(CTL_FAST_PATH, on);
+}
+
+/// Whether the growth fast path is on.
+pub fn fast_path() -> bool {
+    GROW_CTL.load(Ordering::Relaxed) & CTL_FAST_PATH != 0
+}
 /// Pages mapped at creation and unmapped by trim or exit (thread context, any CPU).
 static CREATED_PAGES: AtomicU64 = AtomicU64::new(0);
 static RELEASED_PAGES: AtomicU64 = AtomicU64::new(0);
@@ -110,6 +166,8 @@ pub struct Stats {
     pub mapped_pages: u64,
     /// Growth faults handled.
     pub grow_faults: u64,
+    /// Of those, the ones the fast path handled (the rest went through [`on_fault`]).
+    pub fast_grow_faults: u64,
     /// Threads terminated for running into their guard gap.
     pub overflows: u64,
     /// Threads terminated because a growth found no page.
@@ -129,14 +187,17 @@ pub fn stats() -> Stats {
     let mut mapped = CREATED_PAGES.load(Ordering::Relaxed);
     let unmapped = RELEASED_PAGES.load(Ordering::Relaxed);
     let mut faults = 0u64;
+    let mut fast = 0u64;
     for c in &GROWTH {
         mapped += c.grown_pages.load(Ordering::Relaxed);
         faults += c.grow_faults.load(Ordering::Relaxed);
+        fast += c.fast_faults.load(Ordering::Relaxed);
     }
     Stats {
         stacks: STACKS.load(Ordering::Relaxed),
         mapped_pages: mapped.saturating_sub(unmapped),
         grow_faults: faults,
+        fast_grow_faults: fast,
         overflows: OVERFLOWS.load(Ordering::Relaxed),
         oom_kills: OOM_KILLS.load(Ordering::Relaxed),
         trimmed_pages: TRIMMED_PAGES.load(Ordering::Relaxed),
@@ -161,6 +222,8 @@ const CLAIM_TRIMMING: u8 = 2;
 
 /// One thread's stack: a reservation in the arena and what is mapped of it.
 pub struct Stack {
+    /// Highest address + 1 (the fast path reads it: `fast`).
+    top: u64,
     slot: u32,
     policy: StackPolicy,
     /// Pages mapped, counted from the top. Changed by the fault path (thread running), by
@@ -178,6 +241,7 @@ impl Stack {
     pub fn create(policy: StackPolicy) -> Result<Stack, StackError> {
         let slot = arena::alloc_slot()?;
         let stack = Stack {
+            top: arena::slot_base(slot) + MAX_BYTES.load(Ordering::Relaxed),
             slot,
             policy,
             mapped_pages: AtomicU32::new(0),
@@ -229,7 +293,7 @@ impl Stack {
 
     /// Highest address + 1: a new thread's initial SP.
     pub fn top(&self) -> u64 {
-        self.base() + MAX_BYTES.load(Ordering::Relaxed)
+        self.top
     }
 
     /// Lowest mapped address.
@@ -400,20 +464,23 @@ pub enum FaultOutcome {
     NotStack,
 }
 
-static INJECT_FAULT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-/// Test hook: the next growth faults inside the fault path itself (a wild read), which must
-/// end in a clear report of a fault in exception context, never a hang.
+/// Test hook: the next growth faults inside the slow fault path itself (a wild read), which
+/// must end in a clear report of a fault in exception context, never a hang. While it is
+/// pending the fast path stays out of the way, so the next fault reaches [`on_fault`].
 pub fn inject_fault_in_growth_path() {
-    INJECT_FAULT.store(true, Ordering::SeqCst);
+    set_ctl(CTL_INJECT_SLOW, true);
 }
 
-/// The stack-growth fault path (exception context, IRQs masked, no locks).
+/// The stack-growth fault path (exception context, IRQs masked, no locks). The fast path
+/// (`fast`) handles most growths before the trap frame is even pushed; this handles every
+/// fault it leaves, growths included (a short reserve, the fast path switched off).
 pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome {
     if !frame.from_thread() || !syndrome.is_translation_fault() {
         return FaultOutcome::NotStack;
     }
-    if INJECT_FAULT.load(Ordering::Relaxed) && INJECT_FAULT.swap(false, Ordering::SeqCst) {
+    let ctl = GROW_CTL.load(Ordering::Relaxed);
+    if ctl & CTL_INJECT_SLOW != 0 {
+        set_ctl(CTL_INJECT_SLOW, false);
         // SAFETY: deliberately not safe: an unmapped address, to test the nested-fault report.
         unsafe { core::ptr::read_volatile(0xdead_0000 as *const u64) };
     }
@@ -432,6 +499,12 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
     let bottom = stack.mapped_bottom();
     if far < base || far >= bottom {
         return FaultOutcome::NotStack;
+    }
+    if ctl & CTL_GROW_ON_FAULT == 0 {
+        // Stacks grow only ahead of use (`ensure`, entry checks): running past the mapped
+        // part is an overflow, whatever is left of the reservation.
+        OVERFLOWS.fetch_add(1, Ordering::Relaxed);
+        return FaultOutcome::Overflow;
     }
     let first = align_down(far, PAGE);
     let pages = ((bottom - first) / PAGE) as u32;

@@ -4,76 +4,119 @@
 //! scheduler fills it before switching a dynamic thread in, and the fault path takes from it.
 //! So it needs no lock, and a growth never waits for or fails on the frame allocator.
 //! Calls `mm::frame` (to fill).
+//!
+//! # The layout the fast path reads
+//!
+//! The growth fast path (`stack::fast`, assembly) reads the reserves directly; this is the
+//! one place that layout is defined, and the constants below are what the assembly gets:
+//!
+//! - `RESERVES[cpu]` is a [`Reserve`] of `1 << SHIFT` bytes ([`SHIFT`]);
+//! - at [`LEN_OFFSET`], `len: usize`: how many pages the reserve holds;
+//! - at [`PAGES_OFFSET`], `pages: *mut u64`: the physical addresses of those pages are
+//!   `pages[0..len]`, each a zeroed frame no one else uses.
+//!
+//! Taking `n` pages is: check `len >= n`, use `pages[len - n..len]`, store `len - n`. A
+//! change to how the reserve is kept must keep this (or change the fast path with it).
 use alloc::vec::Vec;
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::percpu::MAX_CPUS;
 
-struct Reserve {
-    pages: UnsafeCell<Vec<u64>>,
-    /// Copy of `pages.len()` for readers on other CPUs.
+/// One CPU's reserve: a fixed buffer of frame addresses allocated at boot, and how many of
+/// its entries hold pages.
+#[repr(C, align(64))]
+pub(super) struct Reserve {
+    /// Pages held. Written only by the owning CPU (exception context); read by anyone for
+    /// `stacks`.
     len: AtomicUsize,
+    /// `cap` entries; `pages[..len]` are zeroed frames.
+    pages: AtomicPtr<u64>,
+    /// Entries in `pages` (set once at boot).
+    cap: AtomicUsize,
 }
 
-// SAFETY: each reserve is only used by its own CPU with IRQs masked (see module doc).
-unsafe impl Sync for Reserve {}
+/// log2 of the size of one [`Reserve`] (the fast path indexes `RESERVES` by shifting).
+pub(super) const SHIFT: u32 = size_of::<Reserve>().trailing_zeros();
+const _: () = assert!(size_of::<Reserve>() == 1 << SHIFT);
+/// Offset of `len` in a [`Reserve`].
+pub(super) const LEN_OFFSET: usize = offset_of!(Reserve, len);
+/// Offset of `pages` in a [`Reserve`].
+pub(super) const PAGES_OFFSET: usize = offset_of!(Reserve, pages);
 
-static RESERVES: [Reserve; MAX_CPUS] = [const {
+/// Every CPU's reserve (see the module doc for what the fast path relies on).
+pub(super) static RESERVES: [Reserve; MAX_CPUS] = [const {
     Reserve {
-        pages: UnsafeCell::new(Vec::new()),
         len: AtomicUsize::new(0),
+        pages: AtomicPtr::new(core::ptr::null_mut()),
+        cap: AtomicUsize::new(0),
     }
 }; MAX_CPUS];
 
-/// Gives each CPU room for `capacity` pages (so filling never reallocates).
+/// Gives each CPU room for `capacity` pages (so filling never allocates).
 pub fn init(cpus: usize, capacity: usize) {
     for r in RESERVES.iter().take(cpus) {
-        // SAFETY: boot, before any thread runs.
-        unsafe { (*r.pages.get()).reserve_exact(capacity) };
+        let buf: &'static mut [u64] = Vec::leak(alloc::vec![0u64; capacity]);
+        r.pages.store(buf.as_mut_ptr(), Ordering::Relaxed);
+        r.cap.store(buf.len(), Ordering::Release);
     }
 }
 
-fn pages(cpu: usize) -> &'static mut Vec<u64> {
-    // SAFETY: the caller is CPU `cpu` in exception context (module doc).
-    unsafe { &mut *RESERVES[cpu].pages.get() }
+/// CPU `cpu`'s buffer and its length now.
+fn parts(cpu: usize) -> (*mut u64, usize, usize) {
+    let r = &RESERVES[cpu];
+    (
+        r.pages.load(Ordering::Relaxed),
+        r.len.load(Ordering::Relaxed),
+        r.cap.load(Ordering::Relaxed),
+    )
 }
 
 /// Fills CPU `cpu`'s reserve up to `need` pages. False if memory ran out first.
 pub fn fill(cpu: usize, need: usize) -> bool {
-    let v = pages(cpu);
     // The common case on every switch-in: nothing to do.
-    if v.len() >= need {
+    if RESERVES[cpu].len.load(Ordering::Relaxed) >= need {
         return true;
     }
-    let need = need.min(v.capacity());
-    while v.len() < need {
+    let (pages, mut len, cap) = parts(cpu);
+    let need = need.min(cap);
+    let mut ok = true;
+    while len < need {
         match crate::mm::frame::alloc_zeroed() {
-            Some(pa) => v.push(pa),
+            // SAFETY: `len < cap`: inside the buffer, which only this CPU writes (module doc).
+            Some(pa) => unsafe {
+                pages.add(len).write(pa);
+                len += 1;
+            },
             None => {
-                RESERVES[cpu].len.store(v.len(), Ordering::Relaxed);
-                return false;
+                ok = false;
+                break;
             }
         }
     }
-    RESERVES[cpu].len.store(v.len(), Ordering::Relaxed);
-    true
+    RESERVES[cpu].len.store(len, Ordering::Relaxed);
+    ok
 }
 
 /// Takes `n` zeroed pages from CPU `cpu`'s reserve, handing each to `map`; false (and
 /// nothing taken) if the reserve holds fewer.
 pub fn take(cpu: usize, n: usize, mut map: impl FnMut(u64)) -> bool {
-    let v = pages(cpu);
-    if v.len() < n {
+    let (pages, mut len, _) = parts(cpu);
+    if len < n {
         return false;
     }
     for _ in 0..n {
-        if let Some(pa) = v.pop() {
-            map(pa);
-        }
+        len -= 1;
+        // SAFETY: `len` < the old length: an entry that holds a page (module doc).
+        map(unsafe { pages.add(len).read() });
     }
-    RESERVES[cpu].len.store(v.len(), Ordering::Relaxed);
+    RESERVES[cpu].len.store(len, Ordering::Relaxed);
     true
+}
+
+/// Pages held by CPU `cpu`'s reserve.
+pub fn pages(cpu: usize) -> usize {
+    RESERVES[cpu].len.load(Ordering::Relaxed)
 }
 
 /// Pages held in all reserves.
@@ -82,4 +125,25 @@ pub fn total_pages() -> u64 {
         .iter()
         .map(|r| r.len.load(Ordering::Relaxed) as u64)
         .sum()
+}
+
+/// Test hook: takes every page out of CPU `cpu`'s reserve and gives it back to the frame
+/// allocator, so that the next growth finds the reserve short. Call it on CPU `cpu` with
+/// IRQs masked (the reserve's rule); returns the pages taken.
+pub fn drain(cpu: usize) -> usize {
+    let mut freed = 0;
+    take(cpu, pages(cpu), |pa| {
+        crate::mm::frame::free(pa, 1);
+        freed += 1;
+    });
+    freed
+}
+
+/// Test hook behind `fast::inject_fault_in_fast_path`: points CPU `cpu`'s buffer at an
+/// unmapped address, so the next growth that takes a page faults in exception context. The
+/// pages it held are lost (the kernel stops at that fault anyway).
+pub(super) fn poison(cpu: usize) {
+    RESERVES[cpu]
+        .pages
+        .store(0xdead_0000 as *mut u64, Ordering::SeqCst);
 }

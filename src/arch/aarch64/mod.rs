@@ -1,13 +1,13 @@
 //! AArch64: boot entry, exception vectors, trap frames, system registers, TLB maintenance,
 //! the generic timer and PSCI.
 core::arch::global_asm!(include_str!("boot.s"));
-core::arch::global_asm!(include_str!("vectors.s"));
 
 pub mod irq;
 pub mod psci;
 pub mod timer;
 pub mod tlb;
 pub mod trap;
+mod vectors;
 
 /// The current stack pointer.
 #[inline(always)]

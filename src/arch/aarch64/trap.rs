@@ -4,6 +4,8 @@
 //! status codes. Calls nothing; `crate::exception` decides what to do with a trap.
 use core::fmt;
 
+use aarch64_cpu::registers::ESR_EL1;
+
 /// Registers saved by the vector entry, in the order `vectors.s` stores them. A thread's
 /// saved context is the same structure, so a context switch is a copy of one of these.
 #[repr(C)]
@@ -20,6 +22,21 @@ pub struct TrapFrame {
 }
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
+// `vectors.s` stores x30 and SP_EL0 with one `stp`, and ELR and SPSR with another.
+const _: () = assert!(
+    core::mem::offset_of!(TrapFrame, sp_el0) == core::mem::offset_of!(TrapFrame, x) + 31 * 8
+);
+const _: () =
+    assert!(core::mem::offset_of!(TrapFrame, spsr) == core::mem::offset_of!(TrapFrame, elr) + 8);
+
+/// ESR_EL1.EC: where the exception class starts.
+pub const ESR_EC_SHIFT: usize = ESR_EL1::EC.shift;
+/// ESR_EL1.EC of a data abort taken without a change in exception level.
+pub const EC_DATA_ABORT_SAME_EL: u64 = ESR_EL1::EC::Value::DataAbortCurrentEL as u64;
+/// The bits of ESR_EL1.ISS.DFSC that say "translation fault" (any level): `0b0001xx`.
+pub const DFSC_TRANSLATION_MASK: u64 = 0b11_1100;
+/// DFSC & [`DFSC_TRANSLATION_MASK`] for a translation fault.
+pub const DFSC_TRANSLATION: u64 = 0b00_0100;
 
 /// SPSR value for a thread: EL1t (SP_EL0), interrupts enabled.
 pub const SPSR_EL1T: u64 = 0b0100;
@@ -135,7 +152,7 @@ impl Syndrome {
 
     /// Whether an abort is a translation fault (no valid descriptor at some level).
     pub fn is_translation_fault(&self) -> bool {
-        (self.fault_status() & 0b11_1100) == 0b00_0100
+        (self.fault_status() as u64 & DFSC_TRANSLATION_MASK) == DFSC_TRANSLATION
     }
 
     /// Whether a data abort was caused by a write (ISS.WnR).
