@@ -114,6 +114,7 @@ fn data_abort(frame: &mut TrapFrame, syndrome: Syndrome) {
             ));
             end_thread(frame, "out of memory", syndrome, far);
         }
+        FaultOutcome::NotStack if crate::arch::probe::fixup(frame) => {}
         FaultOutcome::NotStack => {
             report_fault(frame, syndrome, far);
             end_thread(frame, "bad access", syndrome, far);

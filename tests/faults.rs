@@ -24,7 +24,10 @@
 //!   saying so (exit non-zero), rather than end it and deadlock on the lock later.
 //! - `init="growth-fault"`: the growth path itself faults (through the kernel's test hook
 //!   `stack::inject_fault_in_growth_path`): a `PANIC` naming the exception-stack vector, exit
-//!   non-zero, not a hang.
+//!   non-zero, not a hang. The fast path steps aside while that injection is pending, so
+//!   this is the slow path (`stack::on_fault`).
+//! - `init="fast-path-fault"`: the growth fast path itself faults (its reserve's buffer is
+//!   made unmapped through `stack::fast::inject_fault_in_fast_path`): the same report.
 #![no_std]
 #![no_main]
 
@@ -55,6 +58,9 @@ fn main() {
     }
     if init.split(';').any(|c| c.trim() == "growth-fault") {
         fault_in_growth_path();
+    }
+    if init.split(';').any(|c| c.trim() == "fast-path-fault") {
+        fault_in_fast_path();
     }
     if let Err(e) = start_watchdog() {
         dynstack::println!("faults: {}", e);
@@ -108,6 +114,28 @@ fn fault_in_growth_path() -> ! {
         h.join();
     }
     dynstack::println!("faults: the kernel survived a fault inside its growth path");
+    semihosting::process::exit(3)
+}
+
+/// Makes the growth fast path fault (the kernel's test hook) and grows a stack on the same
+/// CPU with IRQs masked, so nothing touches the reserve in between: the kernel must stop
+/// with the same clear report as for a fault in the slow path.
+fn fault_in_fast_path() -> ! {
+    dynstack::println!(
+        "faults: a fault inside the growth fast path (expect PANIC ... synchronous, exception stack)"
+    );
+    let h = sched::spawn_with("fastfault", StackPolicy::Dynamic, || {
+        // SAFETY: the running thread's control block.
+        let bottom = unsafe { (*sched::current_ptr()).stack.mapped_bottom() };
+        let _daif = dynstack::arch::irq::save_and_disable();
+        stack::fast::inject_fault_in_fast_path();
+        // SAFETY: just below this thread's mapped stack: a growth, taken by the fast path.
+        unsafe { core::ptr::write_volatile((bottom - 8) as *mut u64, 1) };
+    });
+    if let Ok(h) = h {
+        h.join();
+    }
+    dynstack::println!("faults: the kernel survived a fault inside its growth fast path");
     semihosting::process::exit(3)
 }
 

@@ -4,7 +4,8 @@
 //! every other thread intact), trim and re-growth, exit freeing everything, fixed and dynamic
 //! side by side, thousands of threads growing at once, large reservations, and the security
 //! properties: grown pages are zeroed, guard gaps are never mapped, stacks are never
-//! executable, and no CPU keeps a translation for a page that was trimmed or freed.
+//! executable, and no CPU keeps a translation for a page that was trimmed or freed. The
+//! growth fast path against the slow path: `stacks/fast_path.rs`.
 //!
 //! Boot it with `-smp 1` and `-smp 4`, and once with `kstack.max=256k` on the command line.
 //! Every case reads the configuration in force (`stack::config()`), so it holds whatever
@@ -34,6 +35,9 @@ use dynstack::sync::IrqMutex;
 use dynstack::testing::{run, TestCase, TestResult};
 use dynstack::workload::Rng;
 
+#[path = "stacks/fast_path.rs"]
+mod fast_path;
+
 dynstack::kernel_main!(main);
 
 fn main() {
@@ -58,6 +62,30 @@ fn main() {
         TestCase {
             name: "grow_frame_skipping_pages",
             run: grow_frame_skipping_pages,
+        },
+        TestCase {
+            name: "fast_and_slow_grow_one_page",
+            run: fast_path::fast_and_slow_grow_one_page,
+        },
+        TestCase {
+            name: "fast_and_slow_grow_several_pages",
+            run: fast_path::fast_and_slow_grow_several_pages,
+        },
+        TestCase {
+            name: "fast_path_leaves_overflow",
+            run: fast_path::fast_path_leaves_overflow,
+        },
+        TestCase {
+            name: "fast_path_leaves_other_faults",
+            run: fast_path::fast_path_leaves_other_faults,
+        },
+        TestCase {
+            name: "reserve_short_goes_to_slow_path",
+            run: fast_path::reserve_short_goes_to_slow_path,
+        },
+        TestCase {
+            name: "no_growth_when_growth_is_off",
+            run: fast_path::no_growth_when_growth_is_off,
         },
         TestCase {
             name: "grow_with_irqs_masked",

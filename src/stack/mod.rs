@@ -157,6 +157,16 @@ fn bump(counter: &AtomicU64, by: u64) {
     counter.store(counter.load(Ordering::Relaxed) + by, Ordering::Relaxed);
 }
 
+/// CPU `cpu`'s growth faults so far, and how many of them the fast path handled: with IRQs
+/// masked on that CPU, the difference across a fault says which path took it.
+pub fn cpu_growth_faults(cpu: usize) -> (u64, u64) {
+    let c = &GROWTH[cpu];
+    (
+        c.grow_faults.load(Ordering::Relaxed),
+        c.fast_faults.load(Ordering::Relaxed),
+    )
+}
+
 /// Stack memory now, from counters kept up to date (no walk over threads).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
@@ -509,10 +519,17 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
     let first = align_down(far, PAGE);
     let pages = ((bottom - first) / PAGE) as u32;
     let mut va = bottom;
-    let mapped_all = reserve::take(cpu, pages as usize, |pa| {
+    let mut map = |pa| {
         va -= PAGE;
         arena::map_page(va, pa);
-    });
+    };
+    let mut mapped_all = reserve::take(cpu, pages as usize, &mut map);
+    if !mapped_all && crate::sync::locks_held() == 0 {
+        // The reserve is short (the fast path left this fault here for that). The
+        // interrupted thread holds no lock, so the frame allocator's cannot be held on this
+        // CPU: top the reserve up as the scheduler would, then grow.
+        mapped_all = reserve::fill(cpu, pages as usize) && reserve::take(cpu, pages as usize, map);
+    }
     if !mapped_all {
         OOM_KILLS.fetch_add(1, Ordering::Relaxed);
         return FaultOutcome::OutOfMemory;

@@ -3,6 +3,7 @@
 core::arch::global_asm!(include_str!("boot.s"));
 
 pub mod irq;
+pub mod probe;
 pub mod psci;
 pub mod timer;
 pub mod tlb;
