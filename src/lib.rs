@@ -16,23 +16,11 @@ pub mod shell;
 
 #[cfg(target_os = "none")]
 pub mod arch;
-#[cfg(target_os = "none")]
-pub mod bench;
 pub mod board;
-#[cfg(target_os = "none")]
-pub mod console;
-#[cfg(target_os = "none")]
-pub mod demo;
 #[cfg(target_os = "none")]
 pub mod drivers;
 #[cfg(target_os = "none")]
-pub mod exception;
-#[cfg(target_os = "none")]
-pub mod irq;
-#[cfg(target_os = "none")]
 pub mod kernel;
-#[cfg(target_os = "none")]
-pub mod kernel_shell;
 #[cfg(target_os = "none")]
 pub mod percpu;
 #[cfg(target_os = "none")]
@@ -43,5 +31,3 @@ pub mod stack;
 pub mod sync;
 #[cfg(target_os = "none")]
 pub mod testing;
-#[cfg(target_os = "none")]
-pub mod workload;

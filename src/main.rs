@@ -2,4 +2,4 @@
 #![no_std]
 #![no_main]
 
-dynstack::kernel_main!(dynstack::kernel_shell::run_shell);
+dynstack::kernel_main!(dynstack::shell::backend::run_shell);

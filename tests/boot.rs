@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use dynstack::arch::timer;
 use dynstack::check;
 use dynstack::dtb::{self, InterruptController};
-use dynstack::exception::last_fault;
+use dynstack::kernel::exception::last_fault;
 use dynstack::kernel::boot_info;
 use dynstack::mm::layout::{
     self, phys_to_virt, DEVICE_BASE, DTB_BASE, EXCEPTION_STACKS_BASE, LINEAR_BASE, LINEAR_SIZE,
@@ -570,7 +570,7 @@ fn read_state() -> (usize, CpuState) {
             p1 = out(reg) s.counters.2,
             options(nomem, nostack)
         );
-        s.gic_ready = dynstack::irq::controller().is_some_and(|c| c.cpu_interface_ready());
+        s.gic_ready = dynstack::kernel::irq::controller().is_some_and(|c| c.cpu_interface_ready());
         let t = sched::current_ptr();
         s.stack = ((*t).stack.base(), (*t).stack.top());
         asm!("msr daif, {}", in(reg) daif, options(nomem, nostack));
@@ -721,7 +721,7 @@ fn cpu_state_after_boot() -> TestResult {
 /// CPU's interface is set up.
 fn gic_matches_dtb() -> TestResult {
     let m = &boot_info().machine;
-    let c = dynstack::irq::controller().ok_or("no interrupt controller registered")?;
+    let c = dynstack::kernel::irq::controller().ok_or("no interrupt controller registered")?;
     let dtb_v3 = match m.interrupt_controller {
         Some(InterruptController::GicV2 { .. }) => false,
         Some(InterruptController::GicV3 { .. }) => true,

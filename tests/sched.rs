@@ -20,7 +20,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsiz
 use dynstack::arch::timer;
 use dynstack::check;
 use dynstack::cmdline::StackPolicy;
-use dynstack::exception::last_fault;
+use dynstack::kernel::exception::last_fault;
 use dynstack::mm::{frame, heap, kspace};
 use dynstack::percpu;
 use dynstack::sched::{self, JoinState, Thread, ThreadKind, ThreadState};

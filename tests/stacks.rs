@@ -33,7 +33,7 @@ use dynstack::sched::{self, JoinHandle, Thread, ThreadState};
 use dynstack::stack;
 use dynstack::sync::IrqMutex;
 use dynstack::testing::{run, TestCase, TestResult};
-use dynstack::workload::Rng;
+use dynstack::shell::workload::Rng;
 
 #[path = "stacks/fast_path.rs"]
 mod fast_path;
@@ -210,7 +210,7 @@ fn ec(esr: u64) -> u64 {
 
 /// The last thread ended by a fault was `tid`, with exception class `want_ec` at `want_far`.
 fn check_ended_by_fault(what: &str, tid: u64, want_ec: u64, want_far: u64) -> TestResult {
-    let (ftid, esr, far) = dynstack::exception::last_fault();
+    let (ftid, esr, far) = dynstack::kernel::exception::last_fault();
     check!(
         ftid == tid,
         "{}: last fault was thread {}, want {}",
@@ -1028,7 +1028,7 @@ fn with_stack_too_large_is_refused() -> TestResult {
         !ran.load(Ordering::SeqCst),
         "with_stack ran its body with less stack than it promised"
     );
-    let (ftid, _, far) = dynstack::exception::last_fault();
+    let (ftid, _, far) = dynstack::kernel::exception::last_fault();
     check!(ftid == tid, "the thread was not ended by a fault");
     check!(
         (far - STACK_ARENA_BASE) % stride() < guard(),
@@ -1377,7 +1377,7 @@ fn overflow_flood() -> TestResult {
         "neighbours found {} corrupted words after the flood",
         bad.load(Ordering::SeqCst)
     );
-    let (_, esr, far) = dynstack::exception::last_fault();
+    let (_, esr, far) = dynstack::kernel::exception::last_fault();
     check!(
         ec(esr) == EC_DATA_ABORT_SAME_EL,
         "last fault ESR {:#x}",

@@ -52,7 +52,7 @@ static TRIMMED: AtomicU64 = AtomicU64::new(0);
 static RESPAWNED: AtomicU64 = AtomicU64::new(0);
 
 fn spawn_churn(index: usize) -> bool {
-    let (entry, arg) = dynstack::workload::entry_for(&Profile::Churn, index);
+    let (entry, arg) = dynstack::shell::workload::entry_for(&Profile::Churn, index);
     sched::spawn_raw(
         "churn",
         ThreadKind::Workload,
@@ -89,7 +89,7 @@ fn churn_torture() -> TestResult {
     .map_err(|e| format!("trimmer: {}", e))?;
     // A killer ending random churn threads (mid-sleep or mid-recursion) and starting new ones.
     let killer = sched::spawn("killer", move || {
-        let mut rng = dynstack::workload::Rng::for_index(0xdead);
+        let mut rng = dynstack::shell::workload::Rng::for_index(0xdead);
         let mut next_index = threads;
         while !STOP.load(Ordering::Relaxed) && knob("kill", 1) == 1 {
             let mut victims = alloc::vec::Vec::new();

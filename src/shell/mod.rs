@@ -6,8 +6,16 @@
 //! syntax, stack policy, `init=` splitting) and the backend it is handed; it never touches
 //! the machine itself, so all of it builds and is tested on the host.
 
+#[cfg(target_os = "none")]
+pub mod backend;
+#[cfg(target_os = "none")]
+pub mod bench;
 pub mod command;
+#[cfg(target_os = "none")]
+pub mod demo;
 pub mod line;
+#[cfg(target_os = "none")]
+pub mod workload;
 
 use alloc::format;
 use alloc::string::{String, ToString};

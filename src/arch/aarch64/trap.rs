@@ -1,7 +1,7 @@
 //! The trap frame every exception pushes, and decoding of the exception syndrome (ESR_EL1).
 //!
 //! Owns the layout shared with `vectors.s` and the names of exception classes and fault
-//! status codes. Calls nothing; `crate::exception` decides what to do with a trap.
+//! status codes. Calls nothing; `crate::kernel::exception` decides what to do with a trap.
 use core::fmt;
 
 use aarch64_cpu::registers::ESR_EL1;

@@ -5,6 +5,10 @@
 //! address space; the DTB (mapped, validated, parsed); the console; physical memory and the
 //! linear map; interrupts; the command line; stacks and the scheduler; secondary CPUs; then
 //! the main thread. Calls every subsystem's init.
+pub mod console;
+pub mod exception;
+pub mod irq;
+
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -79,17 +83,17 @@ fn drop_identity_map() {
 
 /// Stops boot with a message on whatever console can be had, and exits QEMU with status 1.
 fn early_fail(msg: core::fmt::Arguments) -> ! {
-    if !crate::console::is_ready() {
+    if !crate::kernel::console::is_ready() {
         if let Ok(va) = kspace::map_device(board::EARLY_UART_PA, PAGE_SIZE as u64) {
             let uart: &'static crate::drivers::pl011::Pl011 =
                 // SAFETY: the board's UART registers, just mapped.
                 Box::leak(Box::new(unsafe { crate::drivers::pl011::Pl011::new(va as usize) }));
             uart.init();
-            crate::console::set_device(uart);
+            crate::kernel::console::set_device(uart);
         }
     }
-    if crate::console::is_ready() {
-        crate::console::write_fmt_emergency(format_args!("dynstack: boot failed: {}\n", msg));
+    if crate::kernel::console::is_ready() {
+        crate::kernel::console::write_fmt_emergency(format_args!("dynstack: boot failed: {}\n", msg));
     } else {
         semihosting::eprintln!("dynstack: boot failed: {}", msg);
     }
@@ -295,7 +299,7 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     }
     start_secondaries(cpus);
     drop_identity_map();
-    crate::irq::init_this_cpu();
+    crate::kernel::irq::init_this_cpu();
     BOOT_DONE.store(true, Ordering::Release);
     aarch64_cpu::asm::sev();
     sched::start_this_cpu()
@@ -312,7 +316,7 @@ fn start_pl011(uart: &dtb::Uart) {
         crate::drivers::pl011::Pl011::new(uart_va as usize)
     }));
     pl011.init();
-    crate::console::set_device(pl011);
+    crate::kernel::console::set_device(pl011);
 }
 
 /// Maps the auxiliary block of the mini UART at `uart` (whose `reg` starts at `AUX_MU_IO`)
@@ -332,7 +336,7 @@ fn start_mini_uart(uart: &dtb::Uart) {
     // SAFETY: the auxiliary block's registers, just mapped as device memory.
     let mini: &'static MiniUart = Box::leak(Box::new(unsafe { MiniUart::new(va as usize) }));
     mini.init();
-    crate::console::set_device(mini);
+    crate::kernel::console::set_device(mini);
 }
 
 /// Sets up the interrupt controller the device tree names, and registers it with `irq`
@@ -410,9 +414,9 @@ fn init_interrupts(machine: &MachineInfo, console_uart: &dtb::Uart) {
             )),
         };
     controller.init_distributor();
-    crate::irq::init(controller, timer_intid, uart_intid);
+    crate::kernel::irq::init(controller, timer_intid, uart_intid);
     if uart_intid.is_some() {
-        crate::console::enable_input_interrupt();
+        crate::kernel::console::enable_input_interrupt();
     }
 }
 
@@ -576,7 +580,7 @@ extern "C" fn secondary_kernel_entry(_context: u64) -> ! {
     crate::percpu::init_this_cpu(cpu, MPIDR_EL1.get() & 0xff_00ff_ffff);
     set_vectors();
     drop_identity_map();
-    crate::irq::init_this_cpu();
+    crate::kernel::irq::init_this_cpu();
     sched::set_online();
     SECONDARY_UP.store(true, Ordering::Release);
     // Threads start once every CPU is up and the boot CPU has finished.
@@ -588,7 +592,7 @@ extern "C" fn secondary_kernel_entry(_context: u64) -> ! {
 
 /// Powers the machine off (QEMU exits with status 0).
 pub fn poweroff() -> ! {
-    crate::console::flush();
+    crate::kernel::console::flush();
     if let Some(c) = BOOT_INFO.get().and_then(|i| i.psci) {
         psci::system_off(c);
     }
@@ -600,7 +604,7 @@ pub fn poweroff() -> ! {
         }
     }
     // Last resort: QEMU's semihosting exit (on hardware without a debugger this traps).
-    crate::console::write_fmt_emergency(format_args!(
+    crate::kernel::console::write_fmt_emergency(format_args!(
         "dynstack: neither PSCI nor a power-management watchdog stopped the machine; trying semihosting\n"
     ));
     semihosting::process::exit(0)
@@ -617,14 +621,14 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     }
     let cpu = crate::percpu::cpu_index();
     // No allocation here: the panic may be the heap running out.
-    if crate::console::is_ready() {
-        crate::console::write_fmt_emergency(format_args!("PANIC on cpu {}: {}\n", cpu, info));
+    if crate::kernel::console::is_ready() {
+        crate::kernel::console::write_fmt_emergency(format_args!("PANIC on cpu {}: {}\n", cpu, info));
     } else {
         semihosting::eprintln!("PANIC on cpu {}: {}", cpu, info);
     }
     let fp: u64;
     // SAFETY: reads the frame pointer register.
     unsafe { core::arch::asm!("mov {}, x29", out(reg) fp) };
-    crate::exception::print_backtrace(fp);
+    crate::kernel::exception::print_backtrace(fp);
     semihosting::process::exit(101)
 }

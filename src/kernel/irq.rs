@@ -62,7 +62,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         if intid == TIMER_INTID.load(Ordering::Relaxed) {
             crate::sched::on_timer_tick(frame);
         } else if intid == UART_INTID.load(Ordering::Relaxed) {
-            crate::console::on_input_interrupt();
+            crate::kernel::console::on_input_interrupt();
         } else if intid == SGI_RESCHEDULE {
             crate::sched::on_reschedule(frame);
         }

@@ -217,12 +217,12 @@ pub fn read_byte() -> u8 {
 /// Prints to the console.
 #[macro_export]
 macro_rules! print {
-    ($($arg:tt)*) => { $crate::console::write_fmt(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::kernel::console::write_fmt(format_args!($($arg)*)) };
 }
 
 /// Prints a line to the console.
 #[macro_export]
 macro_rules! println {
     () => { $crate::print!("\n") };
-    ($($arg:tt)*) => { $crate::console::write_fmt(format_args!("{}\n", format_args!($($arg)*))) };
+    ($($arg:tt)*) => { $crate::kernel::console::write_fmt(format_args!("{}\n", format_args!($($arg)*))) };
 }

@@ -14,7 +14,8 @@ use crate::shell::command::{BenchPlan, KillTarget, Profile};
 use crate::shell::{
     self, Backend, CpuInfo, CpuRow, MemInfo, SpawnReport, StackStats, ThreadList, ThreadRow,
 };
-use crate::{kernel, sched, stack, workload};
+use crate::shell::workload;
+use crate::{kernel, sched, stack};
 
 /// Draw number for the next workload thread (so every thread gets its own draws).
 static SPAWN_INDEX: AtomicU64 = AtomicU64::new(0);
@@ -205,7 +206,7 @@ impl Backend for KernelBackend {
     fn kill(&mut self, target: &KillTarget) -> Result<u64, String> {
         match target {
             KillTarget::All => {
-                let mut out = crate::console::Console;
+                let mut out = crate::kernel::console::Console;
                 let mut progress = Progress::new();
                 Ok(sched::kill_all(&mut |done, total| {
                     progress.update(&mut out, "killed", done as u64, total as u64)
@@ -216,11 +217,11 @@ impl Backend for KernelBackend {
     }
 
     fn bench(&mut self, plan: BenchPlan, out: &mut dyn Write) {
-        crate::bench::run(plan, out);
+        crate::shell::bench::run(plan, out);
     }
 
     fn demo(&mut self, out: &mut dyn Write) {
-        crate::demo::run(self, out);
+        crate::shell::demo::run(self, out);
     }
 
     fn poweroff(&mut self, out: &mut dyn Write) {
@@ -232,9 +233,9 @@ impl Backend for KernelBackend {
 /// The main function of the dynstack binary: runs the `init=` commands, then the shell.
 pub fn run_shell() {
     let mut backend = KernelBackend;
-    let mut out = crate::console::Console;
+    let mut out = crate::kernel::console::Console;
     let info = kernel::boot_info();
     workload::set_seed(info.args.seed);
     shell::run_init(&mut backend, &info.args.init, &mut out);
-    shell::interactive(&mut backend, &mut crate::console::read_byte, &mut out)
+    shell::interactive(&mut backend, &mut crate::kernel::console::read_byte, &mut out)
 }

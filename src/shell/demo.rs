@@ -374,7 +374,7 @@ impl Witnesses {
             let h = sched::spawn_with("demo-witness", StackPolicy::Dynamic, move || {
                 // SAFETY: the running thread's own control block, alive while it runs.
                 let top = unsafe { &*sched::current_ptr() }.stack.top();
-                core::hint::black_box(crate::workload::recurse(top - depth, &mut || {
+                core::hint::black_box(crate::shell::workload::recurse(top - depth, &mut || {
                     a.fetch_add(1, Ordering::AcqRel);
                     while !r.load(Ordering::Acquire) {
                         sched::sleep_ms(1);

@@ -36,7 +36,7 @@ mod kind {
 extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u64) {
     match kind {
         kind::THREAD_SYNC => thread_sync(frame),
-        kind::THREAD_IRQ => crate::irq::dispatch(frame),
+        kind::THREAD_IRQ => crate::kernel::irq::dispatch(frame),
         _ => {
             let syndrome = Syndrome(ESR_EL1.get());
             let far = FAR_EL1.get();
@@ -93,7 +93,7 @@ fn data_abort(frame: &mut TrapFrame, syndrome: Syndrome) {
         FaultOutcome::Grown => {}
         FaultOutcome::Overflow => {
             let t = current();
-            crate::console::write_fmt_emergency(format_args!(
+            crate::kernel::console::write_fmt_emergency(format_args!(
                 "OVERFLOW tid={} name={} far={:#x} sp={:#x} elr={:#x}\n",
                 t.tid,
                 t.name(),
@@ -105,7 +105,7 @@ fn data_abort(frame: &mut TrapFrame, syndrome: Syndrome) {
         }
         FaultOutcome::OutOfMemory => {
             let t = current();
-            crate::console::write_fmt_emergency(format_args!(
+            crate::kernel::console::write_fmt_emergency(format_args!(
                 "OOM tid={} name={}: out of memory growing its stack (far={:#x} elr={:#x})\n",
                 t.tid,
                 t.name(),
@@ -129,7 +129,7 @@ fn current() -> &'static Thread {
 
 fn report_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) {
     let t = current();
-    crate::console::write_fmt_emergency(format_args!(
+    crate::kernel::console::write_fmt_emergency(format_args!(
         "FAULT tid={} name={} far={:#x} sp={:#x} elr={:#x}\n  {}\n{}\n",
         t.tid,
         t.name(),
@@ -162,7 +162,7 @@ fn end_thread(frame: &mut TrapFrame, what: &str, syndrome: Syndrome, far: u64) {
             frame
         );
     }
-    crate::console::write_fmt_emergency(format_args!(
+    crate::kernel::console::write_fmt_emergency(format_args!(
         "thread {} ({}) terminated: {}\n",
         t.tid,
         t.name(),
@@ -200,7 +200,7 @@ fn stack_bounds(sp: u64) -> (u64, u64) {
 }
 
 fn print_backtrace_within(mut fp: u64, low: u64, high: u64) {
-    crate::console::write_fmt_emergency(format_args!("  backtrace:\n"));
+    crate::kernel::console::write_fmt_emergency(format_args!("  backtrace:\n"));
     // Runs of one return address (deep recursion, as in a stack overflow) print once, with
     // a count, so the report stays short.
     let mut last = 0u64;
@@ -224,7 +224,7 @@ fn print_backtrace_within(mut fp: u64, low: u64, high: u64) {
         } else {
             print_repeats(repeats);
             repeats = 0;
-            crate::console::write_fmt_emergency(format_args!("    {:#018x}\n", lr));
+            crate::kernel::console::write_fmt_emergency(format_args!("    {:#018x}\n", lr));
             last = lr;
         }
         fp = next;
@@ -234,7 +234,7 @@ fn print_backtrace_within(mut fp: u64, low: u64, high: u64) {
 
 fn print_repeats(repeats: u32) {
     if repeats > 0 {
-        crate::console::write_fmt_emergency(format_args!(
+        crate::kernel::console::write_fmt_emergency(format_args!(
             "    (the same {} more time{})\n",
             repeats,
             if repeats == 1 { "" } else { "s" }

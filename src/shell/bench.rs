@@ -293,7 +293,7 @@ fn density(plan: &Plan, out: &mut dyn Write) {
         let budget_pages = plan.density_kib / 4;
         let mut n = 0u64;
         while free0.saturating_sub(frame::free_pages()) < budget_pages {
-            let (entry, arg) = crate::workload::entry_for(&Profile::Idle, n as usize);
+            let (entry, arg) = crate::shell::workload::entry_for(&Profile::Idle, n as usize);
             if sched::spawn_raw("bench-density", ThreadKind::Workload, p, entry, arg, None).is_err()
             {
                 break;
@@ -325,7 +325,7 @@ fn mapped_since(base: &stack::Stats) -> u64 {
 fn spawn_workload(profile: &Profile, policy: StackPolicy, n: usize) -> usize {
     let mut created = 0;
     for i in 0..n {
-        let (entry, arg) = crate::workload::entry_for(profile, i);
+        let (entry, arg) = crate::shell::workload::entry_for(profile, i);
         if sched::spawn_raw(
             "bench-memory",
             ThreadKind::Workload,
