@@ -21,8 +21,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use dynstack::arch::timer;
 use dynstack::check;
 use dynstack::dtb::{self, InterruptController};
-use dynstack::kernel::exception::last_fault;
 use dynstack::kernel::boot_info;
+use dynstack::kernel::exception::last_fault;
 use dynstack::mm::layout::{
     self, phys_to_virt, DEVICE_BASE, DTB_BASE, EXCEPTION_STACKS_BASE, LINEAR_BASE, LINEAR_SIZE,
     PAGE_SIZE, STACK_ARENA_BASE, STACK_ARENA_SIZE,

@@ -30,10 +30,10 @@ use dynstack::mm::layout::{STACK_ARENA_BASE, STACK_ARENA_SIZE};
 use dynstack::mm::page_table::MemoryType;
 use dynstack::mm::{frame, kspace};
 use dynstack::sched::{self, JoinHandle, Thread, ThreadState};
+use dynstack::shell::workload::Rng;
 use dynstack::stack;
 use dynstack::sync::IrqMutex;
 use dynstack::testing::{run, TestCase, TestResult};
-use dynstack::shell::workload::Rng;
 
 #[path = "stacks/fast_path.rs"]
 mod fast_path;

@@ -93,7 +93,10 @@ fn early_fail(msg: core::fmt::Arguments) -> ! {
         }
     }
     if crate::kernel::console::is_ready() {
-        crate::kernel::console::write_fmt_emergency(format_args!("dynstack: boot failed: {}\n", msg));
+        crate::kernel::console::write_fmt_emergency(format_args!(
+            "dynstack: boot failed: {}\n",
+            msg
+        ));
     } else {
         semihosting::eprintln!("dynstack: boot failed: {}", msg);
     }
@@ -622,7 +625,10 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     let cpu = crate::percpu::cpu_index();
     // No allocation here: the panic may be the heap running out.
     if crate::kernel::console::is_ready() {
-        crate::kernel::console::write_fmt_emergency(format_args!("PANIC on cpu {}: {}\n", cpu, info));
+        crate::kernel::console::write_fmt_emergency(format_args!(
+            "PANIC on cpu {}: {}\n",
+            cpu, info
+        ));
     } else {
         semihosting::eprintln!("PANIC on cpu {}: {}", cpu, info);
     }

@@ -11,10 +11,10 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::arch::timer;
 use crate::cmdline::StackPolicy;
 use crate::shell::command::{BenchPlan, KillTarget, Profile};
+use crate::shell::workload;
 use crate::shell::{
     self, Backend, CpuInfo, CpuRow, MemInfo, SpawnReport, StackStats, ThreadList, ThreadRow,
 };
-use crate::shell::workload;
 use crate::{kernel, sched, stack};
 
 /// Draw number for the next workload thread (so every thread gets its own draws).
@@ -237,5 +237,9 @@ pub fn run_shell() {
     let info = kernel::boot_info();
     workload::set_seed(info.args.seed);
     shell::run_init(&mut backend, &info.args.init, &mut out);
-    shell::interactive(&mut backend, &mut crate::kernel::console::read_byte, &mut out)
+    shell::interactive(
+        &mut backend,
+        &mut crate::kernel::console::read_byte,
+        &mut out,
+    )
 }
