@@ -1,0 +1,101 @@
+//! The stack settings: [`StackPolicy`] (`kstack.policy=`) and [`StackConfig`] (the
+//! sizes `kstack.initial=`, `kstack.max=`, `kstack.guard=`).
+use super::*;
+
+/// How a new thread's stack is backed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StackPolicy {
+    /// Map `initial` bytes at creation and grow on demand up to `max`.
+    #[default]
+    Dynamic,
+    /// Map the whole `max` reservation at creation (the baseline).
+    Fixed,
+}
+
+impl StackPolicy {
+    /// The name used on the command line and in the shell.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackPolicy::Dynamic => "dynamic",
+            StackPolicy::Fixed => "fixed",
+        }
+    }
+}
+
+impl fmt::Display for StackPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A word that is neither `dynamic` nor `fixed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The word given.
+    pub text: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown policy \"{}\" (expected dynamic or fixed)",
+            self.text
+        )
+    }
+}
+
+impl core::error::Error for PolicyError {}
+
+impl FromStr for StackPolicy {
+    type Err = PolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "dynamic" => Ok(StackPolicy::Dynamic),
+            "fixed" => Ok(StackPolicy::Fixed),
+            _ => Err(PolicyError {
+                text: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// Thread stack settings. Whatever [`parse`] returns satisfies: every size a multiple of
+/// [`PAGE_SIZE`], [`MIN_STACK`] ≤ `initial` ≤ `max` ≤ [`MAX_STACK`], and
+/// [`MIN_GUARD`] ≤ `guard` ≤ [`MAX_GUARD`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackConfig {
+    /// Policy for new threads (`kstack.policy`).
+    pub policy: StackPolicy,
+    /// Bytes mapped at creation under the dynamic policy (`kstack.initial`).
+    pub initial: usize,
+    /// Bytes reserved, all of which may be mapped (`kstack.max`).
+    pub max: usize,
+    /// Unmapped bytes below each reservation (`kstack.guard`).
+    pub guard: usize,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            policy: StackPolicy::Dynamic,
+            initial: 4 << 10,
+            max: 16 << 10,
+            guard: 4 << 10,
+        }
+    }
+}
+
+impl fmt::Display for StackConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "policy={} initial={} max={} guard={}",
+            self.policy,
+            size_text(self.initial),
+            size_text(self.max),
+            size_text(self.guard)
+        )
+    }
+}
