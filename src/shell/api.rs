@@ -1,0 +1,146 @@
+//! The boundary between the shell and the kernel: the [`Backend`] trait and the reports it
+//! returns, which the kernel implements ([`backend`](super::backend) on the target) and the
+//! host tests fake.
+use super::*;
+
+/// Physical memory, in KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemInfo {
+    /// All RAM the kernel manages.
+    pub total_kib: u64,
+    /// RAM not allocated.
+    pub free_kib: u64,
+    /// RAM allocated, kernel image included.
+    pub used_kib: u64,
+    /// The kernel image, its heap and its own page tables.
+    pub kernel_kib: u64,
+}
+
+/// One CPU of the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuRow {
+    /// Logical CPU number, as the scheduler counts.
+    pub index: usize,
+    /// The CPU's MPIDR affinity value.
+    pub mpidr: u64,
+    /// What it is doing, e.g. "online", "offline", "failed".
+    pub state: &'static str,
+}
+
+/// The CPUs the kernel knows about.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CpuInfo {
+    /// CPUs running the scheduler.
+    pub online: usize,
+    /// Every CPU, online or not.
+    pub cpus: Vec<CpuRow>,
+}
+
+/// One thread as `ps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadRow {
+    /// Thread id.
+    pub tid: u64,
+    /// Thread name.
+    pub name: String,
+    /// Scheduler state, e.g. "running", "ready", "sleeping".
+    pub state: &'static str,
+    /// The CPU it runs on, or last ran on; `None` if it has not run yet.
+    pub cpu: Option<usize>,
+    /// Its stack policy.
+    pub policy: StackPolicy,
+    /// Stack bytes mapped now, in KiB.
+    pub mapped_kib: u64,
+    /// Most stack ever mapped at once, in KiB.
+    pub high_water_kib: u64,
+    /// Growth faults the thread has taken.
+    pub grow_faults: u64,
+}
+
+/// The answer to `ps`: how many threads exist, and the first few of them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ThreadList {
+    /// All threads alive.
+    pub total: usize,
+    /// At most the limit asked for, already cut by the backend.
+    pub rows: Vec<ThreadRow>,
+}
+
+/// What a `spawn` achieved.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SpawnReport {
+    /// Threads asked for.
+    pub requested: usize,
+    /// Threads started.
+    pub created: usize,
+    /// Threads that could not be started.
+    pub failed: usize,
+    /// Why the first failure happened, when there was one.
+    pub reason: Option<String>,
+}
+
+/// Stack memory now, summed over all threads (O(1) counters in the kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StackStats {
+    /// Threads alive.
+    pub threads: u64,
+    /// Stack memory mapped, in KiB.
+    pub mapped_kib: u64,
+    /// What the same threads would map with every stack fully mapped (`threads × kstack.max`).
+    pub fixed_equiv_kib: u64,
+    /// Growth faults taken since boot.
+    pub grow_faults: u64,
+    /// Threads stopped by the guard gap since boot.
+    pub overflows: u64,
+    /// Threads terminated because a growth found no memory, since boot.
+    pub oom_kills: u64,
+    /// Stack memory given back by trims since boot, in KiB.
+    pub trimmed_kib: u64,
+    /// Page-table memory the stack arena uses, in KiB.
+    pub pt_kib: u64,
+    /// Bytes of thread control block per thread.
+    pub tcb_bytes: u64,
+    /// Page-table bytes one stack costs: its share of the last-level table that serves it
+    /// and its neighbours (the tables stay when threads exit, so `pt_kib / threads` is not it).
+    pub pt_bytes_per_thread: u64,
+}
+
+/// What the shell needs from the kernel. Long operations get the console so they can print
+/// progress. Implementations must accept any argument the parser lets through (it has
+/// already checked the documented limits) and must not panic on it.
+pub trait Backend {
+    /// Physical memory now.
+    fn mem(&self) -> MemInfo;
+    /// The CPUs and which are online.
+    fn cpus(&self) -> CpuInfo;
+    /// The thread count and at most `limit` rows.
+    fn threads(&self, limit: usize) -> ThreadList;
+    /// Starts `count` workload threads; `policy` `None` means the kernel's default.
+    fn spawn(
+        &mut self,
+        count: usize,
+        profile: &Profile,
+        policy: Option<StackPolicy>,
+        out: &mut dyn Write,
+    ) -> SpawnReport;
+    /// Waits until every workload thread has reached its resting point; returns how many
+    /// threads that was.
+    fn settle(&mut self, out: &mut dyn Write) -> u64;
+    /// Stack memory now.
+    fn stacks(&self) -> StackStats;
+    /// Trims the stacks of sleeping threads; returns the KiB freed.
+    fn trim(&mut self) -> u64;
+    /// Terminates workload threads and returns how many.
+    ///
+    /// # Errors
+    ///
+    /// Why no thread could be killed (e.g. "no thread 42", "thread 3 is not a workload
+    /// thread"); nothing changed then.
+    fn kill(&mut self, target: &KillTarget) -> Result<u64, String>;
+    /// Runs the benchmarks of `plan`, printing one `BENCH name=...` line each.
+    fn bench(&mut self, plan: BenchPlan, out: &mut dyn Write);
+    /// Runs the showcase.
+    fn demo(&mut self, out: &mut dyn Write);
+    /// Stops the machine. Does not return on the kernel; returns in tests.
+    fn poweroff(&mut self, out: &mut dyn Write);
+}

@@ -1,0 +1,218 @@
+//! What each command prints: the tables people read and the summary lines scripts read
+//! (the console contract).
+use super::*;
+
+/// Every command with one line of description, in the order `help` prints them.
+pub(super) const HELP: &[(&str, &str)] = &[
+    ("help", "list these commands"),
+    ("mem", "physical memory"),
+    ("cpus", "CPUs online"),
+    (
+        "ps [N]",
+        "threads: tid, state, cpu, stack (first 20 rows, or N)",
+    ),
+    (
+        "spawn N PROFILE [dynamic|fixed]",
+        "start N workload threads (N up to 10000000)",
+    ),
+    (
+        "  PROFILE",
+        "idle, mix, deep:SIZE (e.g. deep:8k), overflow, churn",
+    ),
+    (
+        "settle",
+        "wait until workload threads reach their resting point",
+    ),
+    ("stacks", "stack memory now, dynamic against fixed"),
+    ("trim", "give back stack pages below sleeping threads' SP"),
+    ("kill all|TID", "terminate workload threads"),
+    ("bench [quick|scale]", "benchmarks, dynamic against fixed"),
+    ("demo", "the showcase: dynamic stacks against fixed ones"),
+    ("poweroff", "stop the machine"),
+];
+
+pub(super) fn help(out: &mut dyn Write) {
+    let width = HELP.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    say!(out, "commands:");
+    for (cmd, what) in HELP {
+        say!(out, "  {cmd:<width$}  {what}");
+    }
+}
+
+pub(super) fn mem(m: &MemInfo, out: &mut dyn Write) {
+    say!(out, "memory");
+    for (name, kib) in [
+        ("total", m.total_kib),
+        ("free", m.free_kib),
+        ("used", m.used_kib),
+        ("kernel", m.kernel_kib),
+    ] {
+        say!(out, "  {name:<7}{kib:>12} KiB  {}", Human(kib));
+    }
+    say!(
+        out,
+        "MEM total_kib={} free_kib={} used_kib={} kernel_kib={}",
+        m.total_kib,
+        m.free_kib,
+        m.used_kib,
+        m.kernel_kib
+    );
+}
+
+pub(super) fn cpus(c: &CpuInfo, out: &mut dyn Write) {
+    let mut table = Table::new(&["CPU", "MPIDR", "STATE"], &[true, false, false]);
+    for row in &c.cpus {
+        table.row([
+            row.index.to_string(),
+            format!("{:#x}", row.mpidr),
+            String::from(row.state),
+        ]);
+    }
+    table.print(out);
+    say!(out, "{} of {} CPUs online", c.online, c.cpus.len());
+    say!(out, "CPUS online={}", c.online);
+}
+
+pub(super) fn ps(list: &ThreadList, limit: usize, out: &mut dyn Write) {
+    let mut table = Table::new(
+        &[
+            "TID",
+            "NAME",
+            "STATE",
+            "CPU",
+            "POLICY",
+            "MAPPED_KIB",
+            "HIGH_KIB",
+            "FAULTS",
+        ],
+        &[true, false, false, true, false, true, true, true],
+    );
+    // A backend that returns more than asked must not flood the console.
+    let shown = list.rows.len().min(limit);
+    for t in &list.rows[..shown] {
+        table.row([
+            t.tid.to_string(),
+            t.name.clone(),
+            String::from(t.state),
+            t.cpu.map_or_else(|| String::from("-"), |c| c.to_string()),
+            String::from(t.policy.as_str()),
+            t.mapped_kib.to_string(),
+            t.high_water_kib.to_string(),
+            t.grow_faults.to_string(),
+        ]);
+    }
+    table.print(out);
+    if shown < list.total {
+        say!(
+            out,
+            "showing {shown} of {} threads (ps N shows more)",
+            list.total
+        );
+    }
+    say!(out, "PS threads={}", list.total);
+}
+
+pub(super) fn spawn(
+    r: &SpawnReport,
+    profile: &Profile,
+    policy: Option<StackPolicy>,
+    out: &mut dyn Write,
+) {
+    let policy = policy.map_or("the default stack policy", |p| match p {
+        StackPolicy::Dynamic => "dynamic stacks",
+        StackPolicy::Fixed => "fixed stacks",
+    });
+    say!(
+        out,
+        "started {} of {} {profile} {} ({policy})",
+        r.created,
+        r.requested,
+        plural(r.requested as u64, "thread", "threads")
+    );
+    if r.failed > 0 {
+        let reason = r.reason.as_deref().unwrap_or("no reason given");
+        say!(
+            out,
+            "{} {} not started: {reason}",
+            r.failed,
+            plural(r.failed as u64, "thread", "threads")
+        );
+    }
+    say!(
+        out,
+        "SPAWN requested={} created={} failed={}",
+        r.requested,
+        r.created,
+        r.failed
+    );
+}
+
+pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
+    let n = s.threads;
+    say!(
+        out,
+        "{n} {} alive; stack memory now, per thread and in total:",
+        plural(n, "thread", "threads")
+    );
+    let mut table = Table::new(&["", "PER THREAD", "TOTAL"], &[false, true, true]);
+    let per_thread = |kib: u64| {
+        if n == 0 {
+            String::from("-")
+        } else {
+            format!("{} KiB", Tenths::ratio(kib, n))
+        }
+    };
+    table.row([
+        String::from("stack mapped"),
+        per_thread(s.mapped_kib),
+        format!("{} KiB", s.mapped_kib),
+    ]);
+    table.row([
+        String::from("page tables"),
+        format!("{} B", s.pt_bytes_per_thread),
+        format!("{} KiB", s.pt_kib),
+    ]);
+    table.row([
+        String::from("control block"),
+        format!("{} B", s.tcb_bytes),
+        format!("{} KiB", u128::from(s.tcb_bytes) * u128::from(n) / 1024),
+    ]);
+    table.row([
+        String::from("fully mapped (kstack.max)"),
+        per_thread(s.fixed_equiv_kib),
+        format!("{} KiB", s.fixed_equiv_kib),
+    ]);
+    table.row([
+        String::from("Linux (fixed 16 KiB)"),
+        format!("{LINUX_STACK_KIB}.0 KiB"),
+        format!("{} KiB", u128::from(n) * u128::from(LINUX_STACK_KIB)),
+    ]);
+    table.print(out);
+    let savings = savings_pct(s.mapped_kib, s.fixed_equiv_kib);
+    if n > 0 {
+        let linux = savings_pct(s.mapped_kib, n.saturating_mul(LINUX_STACK_KIB));
+        say!(
+            out,
+            "stacks hold {savings}% less than fully mapped, {linux}% less than Linux's"
+        );
+    }
+    say!(
+        out,
+        "since boot: grow faults {}, overflows {}, OOM kills {}, trimmed {} KiB",
+        s.grow_faults,
+        s.overflows,
+        s.oom_kills,
+        s.trimmed_kib
+    );
+    say!(
+        out,
+        "STACKS threads={n} mapped_kib={} fixed_equiv_kib={} savings_pct={savings} grow_faults={} overflows={} oom_kills={} trimmed_kib={} pt_kib={}",
+        s.mapped_kib,
+        s.fixed_equiv_kib,
+        s.grow_faults,
+        s.overflows,
+        s.oom_kills,
+        s.trimmed_kib,
+        s.pt_kib
+    );
+}
