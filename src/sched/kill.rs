@@ -1,0 +1,178 @@
+//! Ending workload threads on request (`kill`, `kill all`), the hand-over of dead threads to
+//! the reaper, and walks over the thread table.
+use super::*;
+
+/// Ends a workload thread that has been asked to exit. One that is parked or sleeping is
+/// retired on the spot: it holds nothing (workload threads only wait at their resting point),
+/// so it need not run again just to exit. One that is ready or running exits the next time
+/// it is switched in. `t` must be alive (callers hold the thread table lock).
+pub(super) fn end_killed(t: *mut Thread) {
+    // SAFETY: callers hold the thread table lock, which keeps `t` alive.
+    let th = unsafe { &mut *t };
+    loop {
+        let cpu = th.cpu.load(Ordering::Acquire) as usize;
+        let mut q = QUEUES[cpu].lock();
+        if th.cpu.load(Ordering::Acquire) as usize != cpu {
+            continue;
+        }
+        match th.state() {
+            ThreadState::Sleeping | ThreadState::Blocked => {
+                if th.state() == ThreadState::Sleeping {
+                    q.sleepers.remove(t);
+                }
+                if th.unsettled {
+                    th.unsettled = false;
+                    UNSETTLED.fetch_sub(1, Ordering::Relaxed);
+                }
+                th.set_state(ThreadState::Dead);
+                drop(q);
+                hand_to_reaper(t);
+            }
+            ThreadState::Dead => {}
+            ThreadState::Running => {
+                th.park_token = true;
+                drop(q);
+                // It may have its CPU to itself and never yield: make that CPU reschedule.
+                if cpu != cpu_index() {
+                    if let Some(k) = KICK.get() {
+                        k(cpu);
+                    }
+                }
+            }
+            ThreadState::Ready => th.park_token = true,
+        }
+        return;
+    }
+}
+
+/// Queues a dead thread for the reaper and wakes it. Call with no run-queue lock held.
+pub(super) fn hand_to_reaper(t: *mut Thread) {
+    {
+        let mut z = ZOMBIES.lock();
+        // SAFETY: dead, in no queue; the zombie list owns it now.
+        unsafe { (*t).next = z.head };
+        z.head = t;
+    }
+    let reaper = REAPER.load(Ordering::Acquire);
+    if !reaper.is_null() && reaper != t {
+        // SAFETY: the reaper never exits.
+        unsafe { unpark(reaper) };
+    }
+}
+
+/// Why a kill was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KillError {
+    /// No thread has that id.
+    NoSuchThread(u64),
+    /// The thread is not a workload thread.
+    NotWorkload(u64),
+}
+
+impl core::fmt::Display for KillError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoSuchThread(t) => write!(f, "no thread {}", t),
+            Self::NotWorkload(t) => write!(f, "thread {} is not a workload thread", t),
+        }
+    }
+}
+
+/// Must be called with the thread table locked (which keeps `t` alive).
+pub(super) fn request_kill(t: *mut Thread) -> bool {
+    // SAFETY: the caller holds the table lock; the reaper removes a thread from the table
+    // before freeing it.
+    let th = unsafe { &*t };
+    if th.state() == ThreadState::Dead || th.kill_requested.swap(true, Ordering::AcqRel) {
+        return false;
+    }
+    PENDING_KILLS.fetch_add(1, Ordering::Relaxed);
+    end_killed(t);
+    true
+}
+
+/// Asks workload thread `tid` to exit and waits until it is gone.
+pub fn kill(tid: u64) -> Result<u64, KillError> {
+    {
+        let threads = THREADS.lock();
+        let &ptr = threads.get(&tid).ok_or(KillError::NoSuchThread(tid))?;
+        let t = ptr as *mut Thread;
+        // SAFETY: in the table, hence alive, while we hold the table lock.
+        if unsafe { (*t).kind } != ThreadKind::Workload {
+            return Err(KillError::NotWorkload(tid));
+        }
+        if !request_kill(t) {
+            return Ok(0);
+        }
+    }
+    wait_for_kills(&mut |_, _| {}, 1);
+    Ok(1)
+}
+
+/// Asks every workload thread to exit and waits until all are gone; `progress(done, total)`
+/// is called about once a second so the console can show it.
+pub fn kill_all(progress: &mut dyn FnMut(usize, usize)) -> u64 {
+    let mut killed = 0u64;
+    // The table lock is held while each kill is requested (see walk_threads): the reaper
+    // removes a thread from the table before freeing it.
+    walk_threads(&mut |t| {
+        // SAFETY: walk_threads hands out live control blocks.
+        if unsafe { (*t).kind } == ThreadKind::Workload && request_kill(t) {
+            killed += 1;
+        }
+    });
+    wait_for_kills(progress, killed as usize);
+    killed
+}
+
+/// Waits until every requested kill has been reaped; `progress(done, total)` about once a
+/// second, where `total` is how many this caller asked for.
+pub(super) fn wait_for_kills(progress: &mut dyn FnMut(usize, usize), total: usize) {
+    let mut last = timer::now();
+    loop {
+        let left = PENDING_KILLS.load(Ordering::Relaxed);
+        if left == 0 {
+            break;
+        }
+        let now = timer::now();
+        if timer::ticks_to_ns(now - last) >= 1_000_000_000 {
+            progress(total.saturating_sub(left), total);
+            last = now;
+        }
+        sleep_ms(1);
+    }
+}
+
+/// Visits up to `limit` threads in tid order.
+pub fn for_each_thread(limit: usize, f: &mut dyn FnMut(&Thread)) {
+    let threads = THREADS.lock();
+    for (_, &p) in threads.iter().take(limit) {
+        // SAFETY: in the table, hence alive, while we hold the lock.
+        f(unsafe { &*(p as *const Thread) });
+    }
+}
+
+/// Visits every live thread, a chunk at a time (so IRQs are not masked for long).
+pub fn for_each_thread_chunked(f: &mut dyn FnMut(&Thread)) {
+    // SAFETY: walk_threads hands out live control blocks.
+    walk_threads(&mut |t| f(unsafe { &*t }));
+}
+
+/// Calls `f` for every thread in the table, in tid order, holding the table lock for a
+/// chunk of them at a time. A thread seen here stays alive while `f` runs: the reaper takes
+/// it out of the table (under this lock) before freeing it.
+pub(super) fn walk_threads(f: &mut dyn FnMut(*mut Thread)) {
+    let mut next = 0u64;
+    loop {
+        let threads = THREADS.lock();
+        let mut seen = 0;
+        for (&tid, &p) in threads.range(next..).take(256) {
+            next = tid + 1;
+            seen += 1;
+            f(p as *mut Thread);
+        }
+        if seen == 0 {
+            return;
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The reaper: the system thread that gives dead threads' stacks and control blocks back, and
+//! trims sleeping threads' stacks when memory runs low.
+use super::*;
+
+/// Starts the reaper, which returns dead threads' stacks and control blocks.
+pub fn start_reaper() -> Result<(), SpawnError> {
+    // Fixed, like idle: the reaper is what gives memory back when it has run out.
+    let tid = spawn_raw(
+        "reaper",
+        ThreadKind::System,
+        StackPolicy::Fixed,
+        reaper_loop,
+        0,
+        None,
+    )?;
+    let p = *THREADS.lock().get(&tid).expect("reaper just inserted");
+    REAPER.store(p as *mut Thread, Ordering::Release);
+    Ok(())
+}
+
+/// Asks the reaper to trim sleeping threads' stacks (memory ran low). May be called with a
+/// run-queue lock held: the reaper is woken later, by [`switch_to_next`] once it has
+/// dropped that lock.
+pub fn request_trim() {
+    if !TRIM_REQUESTED.swap(true, Ordering::AcqRel) {
+        WAKE_REAPER.store(true, Ordering::Release);
+    }
+}
+
+pub(super) static TRIM_REQUESTED: AtomicBool = AtomicBool::new(false);
+pub(super) static WAKE_REAPER: AtomicBool = AtomicBool::new(false);
+
+pub(super) fn wake_reaper_if_asked() {
+    if WAKE_REAPER.swap(false, Ordering::AcqRel) {
+        let reaper = REAPER.load(Ordering::Acquire);
+        if !reaper.is_null() {
+            // SAFETY: the reaper never exits.
+            unsafe { unpark(reaper) };
+        }
+    }
+}
+
+/// Dead threads released per batch.
+pub(super) const REAP_BATCH: usize = 1024;
+
+pub(super) fn reaper_loop(_: usize) {
+    // Allocated once: reaping must not need memory, since it is what gives memory back.
+    let mut batch = stack::ReleaseBatch::with_room_for(REAP_BATCH);
+    let mut joins = alloc::vec::Vec::with_capacity(REAP_BATCH);
+    loop {
+        let list = {
+            let mut z = ZOMBIES.lock();
+            core::mem::replace(&mut z.head, core::ptr::null_mut())
+        };
+        if list.is_null() {
+            if TRIM_REQUESTED.swap(false, Ordering::AcqRel) {
+                stack::trim_all();
+                continue;
+            }
+            park();
+            continue;
+        }
+        reap_list(list, &mut batch, &mut joins);
+    }
+}
+
+/// Frees a list of dead threads (linked through `next`): control blocks, table entries,
+/// and their stacks in one batch; then tells whoever waits in `join`.
+pub(super) fn reap_list(
+    mut t: *mut Thread,
+    batch: &mut stack::ReleaseBatch,
+    joins: &mut alloc::vec::Vec<Arc<JoinState>>,
+) {
+    while !t.is_null() {
+        let mut killed = 0;
+        while !t.is_null() && batch.has_room() && joins.len() < joins.capacity() {
+            // SAFETY: dead control blocks handed over through the zombie list; no CPU runs
+            // or queues them any more, so this is the only reference.
+            let th = unsafe { &mut *t };
+            let next = th.next;
+            THREADS.lock().remove(&th.tid);
+            if th.kind == ThreadKind::Workload {
+                WORKLOAD_THREADS.fetch_sub(1, Ordering::Relaxed);
+            }
+            if th.kill_requested.load(Ordering::Relaxed) {
+                killed += 1;
+            }
+            if let Some(j) = th.join.take() {
+                joins.push(j);
+            }
+            // SAFETY: `t` was allocated with this layout in spawn_raw and is moved out and
+            // freed once, here.
+            let owned = unsafe { t.read() };
+            batch.add(owned.stack);
+            // SAFETY: as above.
+            unsafe { alloc::alloc::dealloc(t as *mut u8, core::alloc::Layout::new::<Thread>()) };
+            t = next;
+        }
+        batch.finish();
+        // Only now is their memory back: `kill` waits for this count.
+        PENDING_KILLS.fetch_sub(killed, Ordering::Release);
+        for j in joins.drain(..) {
+            j.done.store(true, Ordering::Release);
+            let w = j.waiter.load(Ordering::Acquire);
+            if !w.is_null() {
+                // SAFETY: the waiter is blocked in join, hence alive.
+                unsafe { unpark(w) };
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Creating threads (closures or raw entry points, pinned or placed on the least-loaded
+//! CPU), the first code a thread runs, and waking a parked thread.
+use super::*;
+
+extern "C" fn thread_start(entry: usize, arg: usize) -> ! {
+    // SAFETY: `entry` was stored from an `Entry` by `spawn_raw`.
+    let f: Entry = unsafe { core::mem::transmute::<usize, Entry>(entry) };
+    f(arg);
+    exit()
+}
+
+pub(super) extern "C" fn thread_killed() -> ! {
+    exit()
+}
+
+pub(super) fn closure_entry(arg: usize) {
+    // SAFETY: `arg` came from Box::into_raw in `spawn` and is used once.
+    let f = unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) };
+    f();
+}
+
+/// Starts a system thread running `f`, with the default stack policy.
+pub fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle, SpawnError> {
+    spawn_with(name, stack::default_policy(), f)
+}
+
+/// Starts a system thread running `f` with the given stack policy.
+pub fn spawn_with<F: FnOnce() + Send + 'static>(
+    name: &str,
+    policy: StackPolicy,
+    f: F,
+) -> Result<JoinHandle, SpawnError> {
+    spawn_closure(name, policy, None, Box::new(f))
+}
+
+/// Starts a system thread running `f` on CPU `cpu` only (it is never migrated), for
+/// benchmarks and tests that need to know where a thread runs.
+pub fn spawn_pinned<F: FnOnce() + Send + 'static>(
+    name: &str,
+    policy: StackPolicy,
+    cpu: usize,
+    f: F,
+) -> Result<JoinHandle, SpawnError> {
+    spawn_closure(name, policy, Some(cpu), Box::new(f))
+}
+
+pub(super) fn spawn_closure(
+    name: &str,
+    policy: StackPolicy,
+    pinned: Option<usize>,
+    f: Box<dyn FnOnce() + Send>,
+) -> Result<JoinHandle, SpawnError> {
+    let arg = Box::into_raw(Box::new(f)) as usize;
+    let state = Arc::new(JoinState {
+        done: AtomicBool::new(false),
+        waiter: AtomicPtr::new(core::ptr::null_mut()),
+    });
+    match spawn_raw_on(
+        name,
+        ThreadKind::System,
+        policy,
+        closure_entry,
+        arg,
+        Some(state.clone()),
+        pinned,
+    ) {
+        Ok(tid) => Ok(JoinHandle { tid, state }),
+        Err(e) => {
+            // SAFETY: the thread was not created, so the closure is still ours.
+            drop(unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) });
+            Err(e)
+        }
+    }
+}
+
+/// Frames kept free for the kernel itself: spawning stops before memory is this low, so the
+/// heap and the stack reserves never fail where they cannot report it.
+pub(super) const SPAWN_LOW_WATER_PAGES: u64 = 512;
+
+/// Starts a thread calling `entry(arg)`; returns its id. Workload threads are counted for
+/// `settle` and may be killed.
+pub fn spawn_raw(
+    name: &str,
+    kind: ThreadKind,
+    policy: StackPolicy,
+    entry: Entry,
+    arg: usize,
+    join: Option<Arc<JoinState>>,
+) -> Result<u64, SpawnError> {
+    spawn_raw_on(name, kind, policy, entry, arg, join, None)
+}
+
+/// [`spawn_raw`], optionally pinned to one CPU.
+pub(super) fn spawn_raw_on(
+    name: &str,
+    kind: ThreadKind,
+    policy: StackPolicy,
+    entry: Entry,
+    arg: usize,
+    join: Option<Arc<JoinState>>,
+    pinned: Option<usize>,
+) -> Result<u64, SpawnError> {
+    if crate::mm::frame::free_pages() < SPAWN_LOW_WATER_PAGES + stack::initial_pages(policy) as u64
+    {
+        return Err(SpawnError::OutOfMemory);
+    }
+    let stack = Stack::create(policy).map_err(|e| match e {
+        stack::StackError::ArenaFull => SpawnError::ArenaFull,
+        stack::StackError::OutOfMemory => SpawnError::OutOfMemory,
+    })?;
+    let tid = NEXT_TID.fetch_add(1, Ordering::Relaxed);
+    let top = stack.top();
+    let layout = core::alloc::Layout::new::<Thread>();
+    // SAFETY: Thread has a non-zero size; a null result is handled.
+    let raw = unsafe { alloc::alloc::alloc(layout) } as *mut Thread;
+    if raw.is_null() {
+        stack.destroy();
+        return Err(SpawnError::OutOfMemory);
+    }
+    let mut t = Thread::new(tid, name, kind, stack);
+    t.context = TrapFrame::new_thread(
+        thread_start as *const () as u64,
+        entry as *const () as u64,
+        top,
+        0,
+    );
+    t.context.x[1] = arg as u64;
+    t.join = join;
+    t.pinned = pinned.is_some();
+    t.unsettled = kind == ThreadKind::Workload;
+    // SAFETY: `raw` is a fresh allocation of the right layout.
+    unsafe { raw.write(t) };
+    if kind == ThreadKind::Workload {
+        WORKLOAD_THREADS.fetch_add(1, Ordering::Relaxed);
+        UNSETTLED.fetch_add(1, Ordering::Relaxed);
+    }
+    THREADS.lock().insert(tid, raw as usize);
+    if kind != ThreadKind::Idle {
+        enqueue_new(raw, pinned);
+    }
+    Ok(tid)
+}
+
+pub(super) fn online_cpus() -> usize {
+    ONLINE_COUNT.load(Ordering::Relaxed).max(1)
+}
+
+pub(super) fn enqueue_new(t: *mut Thread, pinned: Option<usize>) {
+    // Round robin over online CPUs; idle CPUs also steal, so the load evens out.
+    let cpu = match pinned {
+        Some(cpu) => cpu % MAX_CPUS,
+        None => {
+            // The k-th online CPU, k going round all of them in turn.
+            let k = NEXT_CPU.fetch_add(1, Ordering::Relaxed) % online_cpus();
+            (0..MAX_CPUS)
+                .filter(|&c| ONLINE[c].load(Ordering::Relaxed))
+                .nth(k)
+                .unwrap_or(0)
+        }
+    };
+    {
+        let mut q = QUEUES[cpu].lock();
+        // SAFETY: a new control block, owned by the scheduler from here on.
+        unsafe { (*t).cpu.store(cpu as u32, Ordering::Relaxed) };
+        q.push_back(t);
+        QUEUE_LEN[cpu].store(q.len, Ordering::Relaxed);
+    }
+    kick(cpu);
+}
+
+pub(super) fn kick(cpu: usize) {
+    if cpu != cpu_index() && IS_IDLE[cpu].load(Ordering::Acquire) {
+        if let Some(k) = KICK.get() {
+            k(cpu);
+        }
+    }
+}
+
+/// Makes a parked thread runnable, or leaves a token so its next `park` returns at once.
+///
+/// # Safety
+/// `t` must be a live thread (not yet reaped).
+pub unsafe fn unpark(t: *mut Thread) {
+    // SAFETY: the caller guarantees `t` is alive.
+    let th = unsafe { &mut *t };
+    loop {
+        let cpu = th.cpu.load(Ordering::Acquire) as usize;
+        let mut q = QUEUES[cpu].lock();
+        if th.cpu.load(Ordering::Acquire) as usize != cpu {
+            continue;
+        }
+        match th.state() {
+            ThreadState::Blocked => {
+                th.set_state(ThreadState::Ready);
+                q.push_back(t);
+                QUEUE_LEN[cpu].store(q.len, Ordering::Relaxed);
+                drop(q);
+                kick(cpu);
+            }
+            ThreadState::Dead => {}
+            _ => th.park_token = true,
+        }
+        return;
+    }
+}

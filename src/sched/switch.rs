@@ -1,0 +1,229 @@
+//! The context switch and everything else that runs in exception context (on the exception
+//! stack, IRQs masked): saving the interrupted thread, picking the next, the timer tick, the
+//! reschedule SGI, system calls and terminating a faulted thread.
+use super::*;
+
+/// Saves the running thread's registers and gives up its claim on its stack.
+pub(super) fn save_current(frame: &TrapFrame, cpu: usize) -> *mut Thread {
+    let t = CURRENT[cpu].load(Ordering::Relaxed);
+    // SAFETY: the current thread's control block; it is not running while we hold its frame.
+    unsafe {
+        (*t).context = *frame;
+        (*t).stack.release_claim();
+        // An idle thread is never queued; it waits, ready, for its CPU to have nothing else.
+        if (*t).kind == ThreadKind::Idle {
+            (*t).set_state(ThreadState::Ready);
+        }
+    }
+    t
+}
+
+pub(super) fn is_idle_thread(t: *mut Thread, cpu: usize) -> bool {
+    t == IDLE[cpu].load(Ordering::Relaxed)
+}
+
+/// Picks the next thread for this CPU and loads its context into `frame`. The previous
+/// thread must already be saved (or dead) and queued wherever it belongs.
+pub(super) fn switch_to_next(
+    frame: &mut TrapFrame,
+    cpu: usize,
+    mut q: IrqMutexGuard<'_, CpuQueue>,
+) {
+    let idle = IDLE[cpu].load(Ordering::Relaxed);
+    let mut attempts = q.len + 1;
+    let next = loop {
+        let candidate = match q.pop_front() {
+            Some(t) => Some(t),
+            None => steal(cpu),
+        };
+        QUEUE_LEN[cpu].store(q.len, Ordering::Relaxed);
+        let Some(t) = candidate else { break idle };
+        // SAFETY: a control block taken from a run queue; the scheduler owns it now.
+        let th = unsafe { &mut *t };
+        if th.stack.try_claim() {
+            if th.kill_requested.load(Ordering::Relaxed) && th.kind == ThreadKind::Workload {
+                // Exit from the top of its own stack, which is always mapped.
+                th.context =
+                    TrapFrame::new_thread(thread_killed as *const () as u64, 0, th.stack.top(), 0);
+                break t;
+            }
+            if stack::prepare_switch_in(cpu, &th.stack) {
+                break t;
+            }
+            th.stack.release_claim();
+        }
+        // Being trimmed right now, or its stack could not be guaranteed: try the others first.
+        q.push_back(t);
+        attempts -= 1;
+        if attempts == 0 {
+            break idle;
+        }
+    };
+    drop(q);
+    wake_reaper_if_asked();
+    // SAFETY: `next` is a live control block chosen above (or this CPU's idle thread).
+    let th = unsafe { &mut *next };
+    th.set_state(ThreadState::Running);
+    th.cpu.store(cpu as u32, Ordering::Relaxed);
+    CURRENT[cpu].store(next, Ordering::Relaxed);
+    IS_IDLE[cpu].store(next == idle, Ordering::Release);
+    *frame = th.context;
+    SWITCHES.fetch_add(1, Ordering::Relaxed);
+    arm_timer(cpu, true);
+}
+
+/// Programs this CPU's timer for the end of the slice or the first sleeper, whichever is first.
+pub(super) fn arm_timer(cpu: usize, new_slice: bool) {
+    let now = timer::now();
+    let mut q = QUEUES[cpu].lock();
+    if new_slice || q.slice_end <= now {
+        q.slice_end = now + timer::ns_to_ticks(TIME_SLICE_NS);
+    }
+    let mut deadline = q.slice_end;
+    if let Some(wake) = q.sleepers.first_deadline() {
+        deadline = deadline.min(wake);
+    }
+    drop(q);
+    timer::arm_at(deadline);
+}
+
+/// The timer interrupt: wakes sleepers that are due and preempts at the end of a slice.
+pub fn on_timer_tick(frame: &mut TrapFrame) {
+    let cpu = cpu_index();
+    let now = timer::now();
+    let mut q = QUEUES[cpu].lock();
+    while let Some(t) = q.sleepers.pop_due(now) {
+        // SAFETY: sleepers are live control blocks owned by this queue.
+        unsafe { (*t).set_state(ThreadState::Ready) };
+        q.push_back(t);
+    }
+    // Balance: pull a waiting thread from the busiest CPU when its queue is longer than ours
+    // by two or more, so threads that never sleep still share all CPUs.
+    if let Some(t) = steal_from_busy(cpu, q.len) {
+        q.push_back(t);
+    }
+    QUEUE_LEN[cpu].store(q.len, Ordering::Relaxed);
+    let current = CURRENT[cpu].load(Ordering::Relaxed);
+    let idle = is_idle_thread(current, cpu);
+    if (now >= q.slice_end && q.len > 0)
+        || (idle && (q.len > 0 || any_queued()))
+        || must_exit(current)
+    {
+        let t = save_current(frame, cpu);
+        if !idle {
+            // SAFETY: the thread we just saved.
+            unsafe { (*t).set_state(ThreadState::Ready) };
+            q.push_back(t);
+        }
+        switch_to_next(frame, cpu, q);
+    } else {
+        drop(q);
+        arm_timer(cpu, false);
+    }
+}
+
+pub(super) fn any_queued() -> bool {
+    QUEUE_LEN.iter().any(|l| l.load(Ordering::Relaxed) > 0)
+}
+
+/// A reschedule request from another CPU (it queued work for us while we were idle).
+pub fn on_reschedule(frame: &mut TrapFrame) {
+    let cpu = cpu_index();
+    let current = CURRENT[cpu].load(Ordering::Relaxed);
+    if is_idle_thread(current, cpu) {
+        let q = QUEUES[cpu].lock();
+        save_current(frame, cpu);
+        switch_to_next(frame, cpu, q);
+    } else if must_exit(current) {
+        let mut q = QUEUES[cpu].lock();
+        let t = save_current(frame, cpu);
+        // SAFETY: the thread we just saved.
+        unsafe { (*t).set_state(ThreadState::Ready) };
+        q.push_front(t);
+        switch_to_next(frame, cpu, q);
+    }
+}
+
+/// Whether `t`, running now, is a workload thread asked to exit: it must be switched out so
+/// that `switch_to_next` sends it to its exit, even if it never gives up the CPU itself.
+pub(super) fn must_exit(t: *mut Thread) -> bool {
+    // SAFETY: the current thread of this CPU.
+    !t.is_null()
+        && unsafe {
+            (*t).kind == ThreadKind::Workload && (*t).kill_requested.load(Ordering::Relaxed)
+        }
+}
+
+/// Handles a system call from a thread. Returns with `frame` holding whatever thread runs next.
+pub fn on_syscall(frame: &mut TrapFrame, num: u16) {
+    let cpu = cpu_index();
+    match num {
+        syscall::NOP => frame.x[0] = 0,
+        syscall::YIELD => {
+            let mut q = QUEUES[cpu].lock();
+            let t = save_current(frame, cpu);
+            if !is_idle_thread(t, cpu) {
+                // SAFETY: the thread we just saved.
+                unsafe { (*t).set_state(ThreadState::Ready) };
+                q.push_back(t);
+            }
+            switch_to_next(frame, cpu, q);
+        }
+        syscall::SLEEP_UNTIL => {
+            let deadline = frame.x[0];
+            let mut q = QUEUES[cpu].lock();
+            frame.x[0] = 0;
+            if deadline <= timer::now() {
+                return;
+            }
+            if !q.sleepers.has_room() {
+                // sleep_until made no room (memory ran out): it waits by yielding instead.
+                frame.x[0] = 1;
+                return;
+            }
+            let t = save_current(frame, cpu);
+            // SAFETY: the thread we just saved; it is not in any queue.
+            let th = unsafe { &mut *t };
+            th.wake_at = deadline;
+            th.set_state(ThreadState::Sleeping);
+            q.sleepers.push(t);
+            switch_to_next(frame, cpu, q);
+        }
+        syscall::PARK => {
+            let q = QUEUES[cpu].lock();
+            let t = CURRENT[cpu].load(Ordering::Relaxed);
+            // SAFETY: the current thread's control block, under its CPU's queue lock.
+            let th = unsafe { &mut *t };
+            if th.park_token || th.kill_requested.load(Ordering::Relaxed) {
+                th.park_token = false;
+                return;
+            }
+            save_current(frame, cpu);
+            th.set_state(ThreadState::Blocked);
+            switch_to_next(frame, cpu, q);
+        }
+        syscall::EXIT => terminate_current(frame),
+        _ => frame.x[0] = u64::MAX,
+    }
+}
+
+/// Ends the current thread (it exited, was killed, or faulted fatally) and switches away.
+/// Its stack and control block go to the reaper.
+pub fn terminate_current(frame: &mut TrapFrame) {
+    let cpu = cpu_index();
+    let t = CURRENT[cpu].load(Ordering::Relaxed);
+    {
+        let _q = QUEUES[cpu].lock();
+        // SAFETY: the current thread; nothing else changes these fields while it runs.
+        let th = unsafe { &mut *t };
+        th.stack.release_claim();
+        if th.unsettled {
+            th.unsettled = false;
+            UNSETTLED.fetch_sub(1, Ordering::Relaxed);
+        }
+        th.set_state(ThreadState::Dead);
+    }
+    hand_to_reaper(t);
+    let q = QUEUES[cpu].lock();
+    switch_to_next(frame, cpu, q);
+}
