@@ -85,7 +85,7 @@ need = command -v $(1) >/dev/null 2>&1 || { \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(2) >/dev/null; \
 	else echo "make: $(1) is missing: install $(2)" >&2; exit 1; fi; }
 
-.PHONY: help setup build run test bench stress gdb image clippy fmt fmt-check clean board board-dtbs
+.PHONY: help setup build run test bench stress gdb image clippy doc fmt fmt-check clean board board-dtbs
 
 help:
 	@echo 'dynstack: a bare-metal AArch64 kernel whose thread stacks grow on demand'
@@ -99,6 +99,7 @@ help:
 	@echo '  make board-dtbs  rebuild the Pi boards'"'"' built-in device trees (src/board/*.dts, dtc)'
 	@echo '  make gdb         QEMU waiting on :$(GDBPORT) and gdb-multiarch attached, with symbols'
 	@echo '  make clippy      lints, warnings are errors (target and host)'
+	@echo '  make doc         the API documentation for the target (target/$(TARGET)/doc), warnings are errors'
 	@echo '  make fmt         format the code (fmt-check: only check)'
 	@echo '  make setup       install the Rust target and components, QEMU (run, test do it)'
 	@echo '  make clean       remove build output'
@@ -189,6 +190,11 @@ gdb: $(BOOTABLE)
 clippy: setup
 	cargo clippy --lib --bins $(foreach t,$(TEST_KERNELS),--test $(t)) -- -D warnings
 	cargo clippy --lib --profile test --target $(HOST) -- -D warnings
+
+# The library's documentation as rustdoc builds it for the target, with every rustdoc
+# warning (broken or private intra-doc links, bad markup) an error.
+doc: setup
+	RUSTDOCFLAGS='-D warnings' cargo doc --no-deps --lib
 
 fmt: setup
 	cargo fmt

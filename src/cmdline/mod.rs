@@ -15,8 +15,8 @@
 //! errors: they are listed in [`KernelArgs::ignored`]. Unknown `kstack.*` keys are errors,
 //! because they are almost certainly typos of a setting the user meant to change.
 //!
-//! The files: this one ([`KernelArgs`] and [`parse`]), [`token`] (quotes and whitespace),
-//! [`setting`] (what each key sets), [`size`], [`stack`], [`console`], [`error`].
+//! The files: this one ([`KernelArgs`] and [`parse`]), `token` (quotes and whitespace),
+//! `setting` (what each key sets), `size`, `stack`, `console`, `error`.
 
 mod console;
 mod error;

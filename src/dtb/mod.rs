@@ -22,8 +22,8 @@
 //!   This module resolves paths and aliases itself and only uses `all_nodes`, `children` and
 //!   `property`, which are sound on a validated, NOP-free blob.
 //!
-//! The files: [`error`] (what can be wrong), [`validate`] (the pre-pass), [`tree`] (the
-//! indexed tree and generic property reads), [`machine`] (what the kernel learns from it).
+//! The files: `error` (what can be wrong), `validate` (the pre-pass), `tree` (the
+//! indexed tree and generic property reads), `machine` (what the kernel learns from it).
 
 mod error;
 mod machine;

@@ -1,7 +1,7 @@
 //! What happens on an exception: system calls, stack growth and overflow, thread faults,
 //! interrupts, and the reports for everything unexpected.
 //!
-//! Entered from `vectors.s` through [`exception_dispatch`] on the exception stack. A fault
+//! Entered from `vectors.s` through `exception_dispatch` on the exception stack. A fault
 //! that belongs to one thread ends that thread with a report and the kernel carries on; a
 //! fault in the kernel's own exception context, or in a thread that holds locks, is a panic.
 //! Calls `stack` (the fault path), `sched` (syscalls, termination) and `irq`.

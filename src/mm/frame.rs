@@ -46,7 +46,7 @@ pub fn zero(pa: u64) {
     unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE) };
 }
 
-/// Returns `count` frames starting at `pa`, as allocated by [`alloc`].
+/// Returns `count` frames starting at `pa`, as allocated by [`alloc()`].
 pub fn free(pa: u64, count: usize) {
     FRAMES.lock().dealloc((pa >> PAGE_SHIFT) as usize, count);
     FREE_PAGES.fetch_add(count as u64, Ordering::Relaxed);

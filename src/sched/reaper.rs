@@ -19,7 +19,7 @@ pub fn start_reaper() -> Result<(), SpawnError> {
 }
 
 /// Asks the reaper to trim sleeping threads' stacks (memory ran low). May be called with a
-/// run-queue lock held: the reaper is woken later, by [`switch_to_next`] once it has
+/// run-queue lock held: the reaper is woken later, by `switch_to_next` once it has
 /// dropped that lock.
 pub fn request_trim() {
     if !TRIM_REQUESTED.swap(true, Ordering::AcqRel) {

@@ -1,5 +1,5 @@
 //! The boundary between the shell and the kernel: the [`Backend`] trait and the reports it
-//! returns, which the kernel implements ([`backend`](super::backend) on the target) and the
+//! returns, which the kernel implements ([`backend`] on the target) and the
 //! host tests fake.
 use super::*;
 

@@ -1,16 +1,16 @@
 //! The shell: the kernel's user interface on the serial console.
 //!
-//! Owns the line editor ([`line`]), the command grammar ([`command`]), the boundary to the
+//! Owns the line editor ([`mod@line`]), the command grammar ([`command`]), the boundary to the
 //! kernel (the [`Backend`] trait, which the kernel implements and tests fake) and the
 //! console output format that people and scripts read. It calls only `crate::cmdline` (size
 //! syntax, stack policy, `init=` splitting) and the backend it is handed; it never touches
 //! the machine itself, so all of it builds and is tested on the host.
 //!
-//! The files: this one (running lines), [`line`], [`command`], [`api`] (the [`Backend`]
+//! The files: this one (running lines), [`mod@line`], [`command`], [`api`] (the [`Backend`]
 //! trait and its reports), `output` (what each command prints) and `format` (numbers and
 //! tables). Built for the target only, the kernel's side of the shell: [`backend`] (the
 //! [`Backend`] the kernel implements), [`workload`] (the thread bodies `spawn` starts),
-//! [`bench`] (the benchmarks) and [`demo`] (the showcase `make run` opens with).
+//! [`mod@bench`] (the benchmarks) and [`demo`] (the showcase `make run` opens with).
 
 pub mod api;
 #[cfg(target_os = "none")]

@@ -10,9 +10,9 @@
 //! The growth fast path (`stack::fast`, assembly) reads the reserves directly; this is the
 //! one place that layout is defined, and the constants below are what the assembly gets:
 //!
-//! - `RESERVES[cpu]` is a [`Reserve`] of `1 << SHIFT` bytes ([`SHIFT`]);
-//! - at [`LEN_OFFSET`], `len: usize`: how many pages the reserve holds;
-//! - at [`PAGES_OFFSET`], `pages: *mut u64`: the physical addresses of those pages are
+//! - `RESERVES[cpu]` is a `Reserve` of `1 << SHIFT` bytes (`SHIFT`);
+//! - at `LEN_OFFSET`, `len: usize`: how many pages the reserve holds;
+//! - at `PAGES_OFFSET`, `pages: *mut u64`: the physical addresses of those pages are
 //!   `pages[0..len]`, each a zeroed frame no one else uses.
 //!
 //! Taking `n` pages is: check `len >= n`, use `pages[len - n..len]`, store `len - n`. A

@@ -21,9 +21,9 @@
 //! The manager keeps no software state besides the root: the tables are the truth, so the
 //! boot tables can be adopted as they are ([`PageTable::from_root`]).
 //!
-//! The files: this one (the traits, [`PageTable`] and its public operations), [`descriptor`]
-//! (the formats), [`walk`] (how a range is cut into entries, level by level), [`map`]
-//! (mapping and preparing tables), [`unmap`] (unmapping and changing attributes), [`error`].
+//! The files: this one (the traits, [`PageTable`] and its public operations), `descriptor`
+//! (the formats), `walk` (how a range is cut into entries, level by level), `map`
+//! (mapping and preparing tables), `unmap` (unmapping and changing attributes), `error`.
 
 mod descriptor;
 mod error;
