@@ -2,7 +2,10 @@
 //! and migrating on every CPU, for a fixed time (`stress.seconds=N` on the command line,
 //! default 20; `make stress` runs 600). Every churn thread checks a pattern across its stack
 //! frames after every wake-up (a mismatch panics the kernel, failing the run). At the end,
-//! after `kill all`, stack memory and frames are back at their baseline.
+//! after `kill all`, stack memory and frames are back at their baseline. Booted with
+//! `kstack.park_after=0`, every sleep may also park the stack (the parker racing wake-ups,
+//! the trimmer and the killer on every CPU); then parks and restores must have happened and
+//! no parked copy may be left after `kill all`.
 #![no_std]
 #![no_main]
 
@@ -133,7 +136,7 @@ fn churn_torture() -> TestResult {
     let killed = sched::kill_all(&mut |_, _| {});
     let s = stack::stats();
     dynstack::println!(
-        "STRESS seconds={} threads={} killed={} respawned={} grow_faults={} trimmed_pages={} overflows={} oom_kills={} shortages={}",
+        "STRESS seconds={} threads={} killed={} respawned={} grow_faults={} trimmed_pages={} overflows={} oom_kills={} shortages={} parks={} restores={}",
         seconds,
         threads,
         killed,
@@ -142,7 +145,24 @@ fn churn_torture() -> TestResult {
         s.trimmed_pages - base_stats.trimmed_pages,
         s.overflows - base_stats.overflows,
         s.oom_kills - base_stats.oom_kills,
-        s.shortages - base_stats.shortages
+        s.shortages - base_stats.shortages,
+        s.park.parks - base_stats.park.parks,
+        s.park.restores - base_stats.park.restores
+    );
+    if stack::config().park_after_ms == Some(0) {
+        check!(
+            s.park.parks > base_stats.park.parks && s.park.restores > base_stats.park.restores,
+            "every sleep may park, yet {} parks and {} restores",
+            s.park.parks - base_stats.park.parks,
+            s.park.restores - base_stats.park.restores
+        );
+    }
+    check!(
+        s.park.parked == base_stats.park.parked
+            && s.park.parked_bytes == base_stats.park.parked_bytes,
+        "{} parked stacks ({} bytes) left after kill all",
+        s.park.parked,
+        s.park.parked_bytes
     );
     check!(
         s.grow_faults > base_stats.grow_faults + threads as u64,

@@ -31,6 +31,8 @@ pub enum ArgErrorKind {
     BadNumber,
     /// A `seed` above `u64::MAX`.
     NumberTooLarge,
+    /// `kstack.park_after` other than `off` or milliseconds up to [`MAX_PARK_AFTER_MS`].
+    BadParkAfter,
     /// `kstack.initial` above `kstack.max` once the whole line is read.
     InitialAboveMax {
         /// The `initial` in effect.
@@ -51,7 +53,7 @@ impl fmt::Display for ArgErrorKind {
             ArgErrorKind::UnknownStackKey(key) => write!(
                 f,
                 "unknown setting kstack.{key} (known: kstack.policy, kstack.initial, \
-                 kstack.max, kstack.guard)"
+                 kstack.max, kstack.guard, kstack.park_after)"
             ),
             ArgErrorKind::BadPolicy(e) => write!(f, "{e}"),
             ArgErrorKind::BadSize(e) => write!(f, "not a size: {e}"),
@@ -63,6 +65,10 @@ impl fmt::Display for ArgErrorKind {
                 write!(f, "larger than the {} maximum", size_text(*max))
             }
             ArgErrorKind::BadNumber => f.write_str("not a number (expected decimal or 0x hex)"),
+            ArgErrorKind::BadParkAfter => write!(
+                f,
+                "expected off or milliseconds from 0 to {MAX_PARK_AFTER_MS}"
+            ),
             ArgErrorKind::NumberTooLarge => f.write_str("does not fit in 64 bits"),
             ArgErrorKind::InitialAboveMax { initial, max } => write!(
                 f,

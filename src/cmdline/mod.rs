@@ -1,5 +1,5 @@
 //! The kernel command line: `init=`, `kstack.policy=`, `kstack.initial=`, `kstack.max=`,
-//! `kstack.guard=` and `seed=` (the table in the brief).
+//! `kstack.guard=`, `kstack.park_after=` and `seed=` (the table in the brief).
 //!
 //! Owns tokenizing and checking the line the boot loader passes (QEMU `-append`, DTB
 //! `/chosen/bootargs`) into [`KernelArgs`], the size syntax ([`parse_size`]) and the split of

@@ -12,6 +12,7 @@ pub(super) enum Setting {
     Initial,
     Max,
     Guard,
+    ParkAfter,
 }
 
 pub(super) enum Key<'a> {
@@ -31,6 +32,7 @@ impl Setting {
                 Some("initial") => Key::Known(Setting::Initial),
                 Some("max") => Key::Known(Setting::Max),
                 Some("guard") => Key::Known(Setting::Guard),
+                Some("park_after") => Key::Known(Setting::ParkAfter),
                 Some(sub) => Key::UnknownStack(sub),
                 None => Key::Other,
             },
@@ -49,6 +51,7 @@ impl Setting {
             Setting::Initial => args.stack.initial = checked_size(value, MIN_STACK, MAX_STACK)?,
             Setting::Max => args.stack.max = checked_size(value, MIN_STACK, MAX_STACK)?,
             Setting::Guard => args.stack.guard = checked_size(value, MIN_GUARD, MAX_GUARD)?,
+            Setting::ParkAfter => args.stack.park_after_ms = parse_park_after(value)?,
         }
         Ok(())
     }
@@ -73,12 +76,38 @@ impl Setting {
             ),
             Setting::Max => (size_text(args.stack.max), size_text(defaults.stack.max)),
             Setting::Guard => (size_text(args.stack.guard), size_text(defaults.stack.guard)),
+            Setting::ParkAfter => (
+                park_after_text(args.stack.park_after_ms),
+                park_after_text(defaults.stack.park_after_ms),
+            ),
         };
         if now == default {
             alloc::format!("default {now}")
         } else {
             now
         }
+    }
+}
+
+/// `off`, or decimal milliseconds up to [`MAX_PARK_AFTER_MS`].
+fn parse_park_after(value: &str) -> Result<Option<u32>, ArgErrorKind> {
+    if value == "off" {
+        return Ok(None);
+    }
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ArgErrorKind::BadParkAfter);
+    }
+    match parse_digits(value, 10) {
+        Ok(ms) if ms <= MAX_PARK_AFTER_MS => Ok(Some(ms as u32)),
+        _ => Err(ArgErrorKind::BadParkAfter),
+    }
+}
+
+/// `kstack.park_after` as the command line writes it.
+pub fn park_after_text(ms: Option<u32>) -> String {
+    match ms {
+        Some(ms) => ms.to_string(),
+        None => "off".to_string(),
     }
 }
 

@@ -74,7 +74,19 @@ pub struct StackConfig {
     pub max: usize,
     /// Unmapped bytes below each reservation (`kstack.guard`).
     pub guard: usize,
+    /// Park the stacks of workload threads asleep at least this many milliseconds
+    /// (`kstack.park_after=MS`); `None` (`off`) disables parking.
+    pub park_after_ms: Option<u32>,
 }
+
+/// Default `kstack.park_after`: ten seconds. A thread asleep that long is one that waits for a
+/// long time (an idle connection, a worker without work), and parking it saves a page for the
+/// rest of its sleep; sleeps of milliseconds to seconds (a busy thread's timeouts, `churn`)
+/// never pay the copy out and back. There is no hurry while memory is plentiful: when it runs
+/// low, spawn and the reaper park sleeping stacks at once, whatever their age.
+pub const DEFAULT_PARK_AFTER_MS: u32 = 10_000;
+/// Largest `kstack.park_after`: one day.
+pub const MAX_PARK_AFTER_MS: u64 = 86_400_000;
 
 impl Default for StackConfig {
     fn default() -> Self {
@@ -83,6 +95,7 @@ impl Default for StackConfig {
             initial: 4 << 10,
             max: 16 << 10,
             guard: 4 << 10,
+            park_after_ms: Some(DEFAULT_PARK_AFTER_MS),
         }
     }
 }

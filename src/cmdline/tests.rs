@@ -56,6 +56,43 @@ fn every_argument_applies() {
 }
 
 #[test]
+fn park_after_takes_off_or_milliseconds() {
+    let (args, errors) = parse("");
+    assert!(errors.is_empty());
+    assert_eq!(args.stack.park_after_ms, Some(DEFAULT_PARK_AFTER_MS));
+    let (args, errors) = parse("kstack.park_after=0");
+    assert!(errors.is_empty(), "{:?}", messages(&errors));
+    assert_eq!(args.stack.park_after_ms, Some(0));
+    let (args, _) = parse("kstack.park_after=86400000");
+    assert_eq!(args.stack.park_after_ms, Some(86_400_000));
+    let (args, _) = parse("kstack.park_after=250 kstack.park_after=off");
+    assert_eq!(args.stack.park_after_ms, None);
+    for bad in [
+        "x",
+        "-1",
+        "1.5",
+        "86400001",
+        "0x10",
+        "",
+        "99999999999999999999",
+    ] {
+        let (args, errors) = parse(&format!("kstack.park_after=5 kstack.park_after={bad}"));
+        assert_eq!(args.stack.park_after_ms, Some(5), "{bad}");
+        assert_eq!(
+            messages(&errors),
+            [format!(
+                "kstack.park_after={bad}: expected off or milliseconds from 0 to 86400000 (5 kept)"
+            )],
+        );
+    }
+    let (_, errors) = parse("kstack.park_after=junk");
+    assert_eq!(
+        messages(&errors),
+        ["kstack.park_after=junk: expected off or milliseconds from 0 to 86400000 (default 10000 kept)"]
+    );
+}
+
+#[test]
 fn later_arguments_override_earlier_ones() {
     let (args, errors) = parse("seed=1 seed=2 kstack.policy=fixed kstack.policy=dynamic");
     assert!(errors.is_empty());
@@ -155,7 +192,7 @@ fn unknown_kstack_keys_are_errors() {
     assert_eq!(
         errors[0].to_string(),
         "kstack.size=8k: unknown setting kstack.size (known: kstack.policy, \
-         kstack.initial, kstack.max, kstack.guard)"
+         kstack.initial, kstack.max, kstack.guard, kstack.park_after)"
     );
     assert_eq!(errors[1].kind, ArgErrorKind::UnknownStackKey(String::new()));
     assert_eq!(errors[2].kind, ArgErrorKind::UnknownStackKey("MAX".into()));

@@ -116,9 +116,40 @@ fn data_abort(frame: &mut TrapFrame, syndrome: Syndrome) {
         }
         FaultOutcome::NotStack if crate::arch::probe::fixup(frame) => {}
         FaultOutcome::NotStack => {
-            report_fault(frame, syndrome, far);
-            end_thread(frame, "bad access", syndrome, far);
+            if let Some((tid, name)) = parked_owner(far) {
+                let t = current();
+                let name = core::str::from_utf8(&name).unwrap_or("?");
+                let name = name.trim_end_matches('\0');
+                crate::kernel::console::write_fmt_emergency(format_args!(
+                    "PARKED tid={} name={} far={:#x} elr={:#x}: touched the parked stack of thread {} ({})\n",
+                    t.tid, t.name(), far, frame.elr, tid, name
+                ));
+                end_thread(frame, "touched a parked stack", syndrome, far);
+            } else {
+                report_fault(frame, syndrome, far);
+                end_thread(frame, "bad access", syndrome, far);
+            }
         }
+    }
+}
+
+/// The thread (tid, name) whose parked stack reservation holds `far`, if any: a touch of a
+/// parked stack by another thread is a bug in that thread (only stacks nobody else touches are
+/// parked, see `stack::park`), reported as such rather than as a plain bad access.
+fn parked_owner(far: u64) -> Option<(u64, [u8; 15])> {
+    use crate::mm::layout::{STACK_ARENA_BASE, STACK_ARENA_SIZE};
+    if !(STACK_ARENA_BASE..STACK_ARENA_BASE + STACK_ARENA_SIZE).contains(&far) {
+        return None;
+    }
+    let offset = far - STACK_ARENA_BASE;
+    let stride = stack::arena::stride();
+    if offset % stride < stack::config().guard as u64 {
+        return None;
+    }
+    let slot = u32::try_from(offset / stride).ok()?;
+    match sched::stack_owner(slot)? {
+        (tid, name, true) => Some((tid, name)),
+        _ => None,
     }
 }
 

@@ -289,7 +289,10 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     }
     crate::stack::init(cpus);
     sched::set_online();
-    if let Err(e) = sched::add_cpu(0).and_then(|_| sched::start_reaper()) {
+    if let Err(e) = sched::add_cpu(0)
+        .and_then(|_| sched::start_reaper())
+        .and_then(|_| sched::parker::start())
+    {
         early_fail(format_args!("cannot create the first threads: {}", e));
     }
     // The main thread (the shell) has a fixed stack, so it can run, and the user can kill

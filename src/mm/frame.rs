@@ -12,6 +12,25 @@ use crate::sync::IrqMutex;
 static FRAMES: IrqMutex<buddy_system_allocator::FrameAllocator<32>> =
     IrqMutex::new(buddy_system_allocator::FrameAllocator::new());
 static TOTAL_PAGES: AtomicU64 = AtomicU64::new(0);
+/// Set while this CPU holds the frame lock: the allocator's free lists are B-trees on the
+/// heap, and the heap must not try to grow from frames then (see `heap`).
+static INSIDE: [core::sync::atomic::AtomicBool; crate::percpu::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; crate::percpu::MAX_CPUS];
+
+/// Whether this CPU is inside the frame allocator (holding its lock).
+pub fn inside() -> bool {
+    INSIDE[crate::percpu::cpu_index()].load(Ordering::Relaxed)
+}
+
+/// Runs `f` on the allocator with its lock held and [`inside`] set for this CPU.
+fn with_frames<R>(f: impl FnOnce(&mut buddy_system_allocator::FrameAllocator<32>) -> R) -> R {
+    let mut frames = FRAMES.lock();
+    let cpu = crate::percpu::cpu_index();
+    INSIDE[cpu].store(true, Ordering::Relaxed);
+    let r = f(&mut frames);
+    INSIDE[cpu].store(false, Ordering::Relaxed);
+    r
+}
 static FREE_PAGES: AtomicU64 = AtomicU64::new(0);
 
 /// Gives the frames in `[start, end)` (physical, page-aligned inward) to the allocator.
@@ -21,14 +40,14 @@ pub fn add_range(start: u64, end: u64) {
     if last <= first {
         return;
     }
-    FRAMES.lock().add_frame(first as usize, last as usize);
+    with_frames(|f| f.add_frame(first as usize, last as usize));
     TOTAL_PAGES.fetch_add(last - first, Ordering::Relaxed);
     FREE_PAGES.fetch_add(last - first, Ordering::Relaxed);
 }
 
 /// Allocates `count` physically contiguous frames; returns the physical address of the first.
 pub fn alloc(count: usize) -> Option<u64> {
-    let pfn = FRAMES.lock().alloc(count)?;
+    let pfn = with_frames(|f| f.alloc(count))?;
     FREE_PAGES.fetch_sub(count as u64, Ordering::Relaxed);
     Some((pfn as u64) << PAGE_SHIFT)
 }
@@ -48,7 +67,7 @@ pub fn zero(pa: u64) {
 
 /// Returns `count` frames starting at `pa`, as allocated by [`alloc()`].
 pub fn free(pa: u64, count: usize) {
-    FRAMES.lock().dealloc((pa >> PAGE_SHIFT) as usize, count);
+    with_frames(|f| f.dealloc((pa >> PAGE_SHIFT) as usize, count));
     FREE_PAGES.fetch_add(count as u64, Ordering::Relaxed);
 }
 

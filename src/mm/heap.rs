@@ -17,6 +17,10 @@ const BOOT_HEAP_SIZE: usize = 1 << 20;
 /// The heap grows by at least this much at a time, so a million small objects do not mean a
 /// million calls into the frame allocator.
 const GROW_CHUNK: usize = 2 << 20;
+/// Free bytes the heap keeps for the frame allocator's own B-tree nodes: it allocates them
+/// while it holds the frame lock, when the heap cannot grow (that would take the same lock).
+/// Topped up after any allocation made outside the frame allocator.
+const SLACK: usize = 64 << 10;
 
 #[repr(C, align(4096))]
 struct BootHeap([u8; BOOT_HEAP_SIZE]);
@@ -61,9 +65,11 @@ pub fn allocated_bytes() -> u64 {
 }
 
 impl KernelHeap {
-    fn grow(&self, heap: &mut buddy_system_allocator::Heap<32>, layout: &Layout) -> bool {
+    /// Takes frames for a growth that `layout` needs; called without the heap lock (see
+    /// `alloc`). Returns the new region's start and size.
+    fn grow_frames(&self, layout: &Layout) -> Option<(usize, usize)> {
         if !self.can_grow.load(Ordering::Acquire) {
-            return false;
+            return None;
         }
         let need = layout
             .size()
@@ -75,14 +81,8 @@ impl KernelHeap {
         // low-water mark keeps for the kernel.
         let plenty = frame::free_pages() as usize * PAGE_SIZE / 8 >= GROW_CHUNK;
         let want = if plenty { need.max(GROW_CHUNK) } else { need };
-        let pages = want / PAGE_SIZE;
-        let Some(pa) = frame::alloc(pages) else {
-            return false;
-        };
-        // SAFETY: the frames are ours, contiguous, and reachable through the linear map.
-        unsafe { heap.add_to_heap(phys_to_virt(pa) as usize, phys_to_virt(pa) as usize + want) };
-        self.grown_bytes.fetch_add(want as u64, Ordering::Relaxed);
-        true
+        let pa = frame::alloc(want / PAGE_SIZE)?;
+        Some((phys_to_virt(pa) as usize, want))
     }
 }
 
@@ -90,16 +90,42 @@ impl KernelHeap {
 // is under the lock.
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let mut heap = self.heap.lock();
-        if let Ok(p) = heap.alloc(layout) {
+        let inside_frames = frame::inside();
+        let (got, low) = {
+            let mut heap = self.heap.lock();
+            let got = heap.alloc(layout).ok();
+            let free = heap.stats_total_bytes() - heap.stats_alloc_actual();
+            (got, free < SLACK)
+        };
+        if inside_frames {
+            return got.map_or(core::ptr::null_mut(), |p| p.as_ptr());
+        }
+        if let Some(p) = got {
+            if low && self.can_grow.load(Ordering::Acquire) {
+                // Top up the slack now, while growing is allowed.
+                let slack = Layout::from_size_align(SLACK, PAGE_SIZE).expect("valid layout");
+                if let Some((start, size)) = self.grow_frames(&slack) {
+                    // SAFETY: the frames are ours, contiguous, reachable through the linear map.
+                    unsafe { self.heap.lock().add_to_heap(start, start + size) };
+                    self.grown_bytes.fetch_add(size as u64, Ordering::Relaxed);
+                }
+            }
             return p.as_ptr();
         }
-        if self.grow(&mut heap, &layout) {
-            if let Ok(p) = heap.alloc(layout) {
-                return p.as_ptr();
-            }
+        // Grow with the heap unlocked: the frame allocator allocates from this heap (its free
+        // lists are B-trees) while it holds its own lock, so taking the frame lock under the
+        // heap lock deadlocks against a CPU that frees frames (trim, exit, parking) meanwhile.
+        let Some((start, size)) = self.grow_frames(&layout) else {
+            return core::ptr::null_mut();
+        };
+        let mut heap = self.heap.lock();
+        // SAFETY: the frames are ours, contiguous, and reachable through the linear map.
+        unsafe { heap.add_to_heap(start, start + size) };
+        self.grown_bytes.fetch_add(size as u64, Ordering::Relaxed);
+        match heap.alloc(layout) {
+            Ok(p) => p.as_ptr(),
+            Err(_) => core::ptr::null_mut(),
         }
-        core::ptr::null_mut()
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

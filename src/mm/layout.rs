@@ -22,9 +22,9 @@ pub const LINEAR_SIZE: u64 = 0x4000_0000_0000;
 
 /// Start of the stack arena.
 pub const STACK_ARENA_BASE: u64 = 0xFFFF_8000_0000_0000;
-/// Bytes of virtual space in the stack arena (64 GiB: a million 16 KiB stacks with 4 KiB
-/// guards take 20 GiB).
-pub const STACK_ARENA_SIZE: u64 = 64 << 30;
+/// Bytes of virtual space in the stack arena (256 GiB: ten million 16 KiB stacks with 4 KiB
+/// guards take 186 GiB).
+pub const STACK_ARENA_SIZE: u64 = 256 << 30;
 
 /// Start of the device window.
 pub const DEVICE_BASE: u64 = 0xFFFF_FFFE_0000_0000;

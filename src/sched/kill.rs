@@ -20,6 +20,7 @@ pub(super) fn end_killed(t: *mut Thread) {
                 if th.state() == ThreadState::Sleeping {
                     q.sleepers.remove(t);
                 }
+                q.parkable.remove(t);
                 if th.unsettled {
                     th.unsettled = false;
                     UNSETTLED.fetch_sub(1, Ordering::Relaxed);
@@ -156,6 +157,57 @@ pub fn for_each_thread(limit: usize, f: &mut dyn FnMut(&Thread)) {
 pub fn for_each_thread_chunked(f: &mut dyn FnMut(&Thread)) {
     // SAFETY: walk_threads hands out live control blocks.
     walk_threads(&mut |t| f(unsafe { &*t }));
+}
+
+/// Visits every live thread a chunk at a time, like [`for_each_thread_chunked`], and calls
+/// `f(None)` after each chunk, with the table lock dropped: there the caller may do what must
+/// not be done under it (allocate, invalidate TLBs). A thread seen in a chunk is alive until
+/// `f(None)` only if the caller keeps it so (a stack claim: the reaper waits for it).
+pub fn for_each_thread_batched(f: &mut dyn FnMut(Option<&Thread>)) {
+    let mut next = 0u64;
+    loop {
+        let mut seen = 0;
+        {
+            let threads = THREADS.lock();
+            for (&tid, &p) in threads.range(next..).take(256) {
+                next = tid + 1;
+                seen += 1;
+                // SAFETY: in the table, hence alive, while we hold the lock.
+                f(Some(unsafe { &*(p as *const Thread) }));
+            }
+        }
+        f(None);
+        if seen == 0 {
+            return;
+        }
+    }
+}
+
+/// Calls `f` with thread `tid`, if it is alive, under the thread table lock (which keeps it
+/// alive; `f` must not take that lock again, nor allocate).
+pub fn with_thread<R>(tid: u64, f: impl FnOnce(*mut Thread) -> R) -> Option<R> {
+    let threads = THREADS.lock();
+    threads.get(&tid).map(|&p| f(p as *mut Thread))
+}
+
+/// The CPU whose queues hold the thread of `stack` (a stack in a control block whose claim
+/// the caller holds, which keeps the thread alive).
+pub fn cpu_of_stack(stack: *const Stack) -> usize {
+    let offset = core::mem::offset_of!(Thread, stack);
+    // SAFETY: every stack the scheduler hands out lives in a control block, at this offset,
+    // and the caller's claim keeps that block alive.
+    let t = unsafe { &*((stack as usize - offset) as *const Thread) };
+    t.cpu.load(Ordering::Acquire) as usize
+}
+
+/// Tells the CPUs in `mask` (bit n: CPU n) to look at their queues again if they are idle:
+/// a thread woken while its stack was claimed (parked, trimmed) may wait there.
+pub fn kick_cpus(mask: u64) {
+    for cpu in 0..MAX_CPUS {
+        if mask & (1 << cpu) != 0 {
+            kick(cpu);
+        }
+    }
 }
 
 /// Calls `f` for every thread in the table, in tid order, holding the table lock for a

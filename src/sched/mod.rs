@@ -19,6 +19,7 @@
 //! `sleep` (the sleep queue) and `reaper`.
 mod cpu;
 mod kill;
+pub mod parker;
 mod queue;
 mod reaper;
 mod sleep;
@@ -220,6 +221,33 @@ pub fn mark_settled() {
         t.unsettled = false;
         UNSETTLED.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Declares whether the running thread's stack may be parked while it sleeps: `true` only
+/// if nothing on its stack is read or written by any other thread (see `stack::park`).
+/// Workload threads are parkable from the start.
+pub fn set_parkable(parkable: bool) {
+    let _q = QUEUES[cpu_index()].lock();
+    // SAFETY: the current thread's control block; `parkable` is read under its CPU's queue
+    // lock when it goes to sleep (and by trim, which only parks it asleep).
+    unsafe { (*current_ptr()).parkable = parkable };
+}
+
+/// The thread whose stack has arena slot `slot`: (tid, name, whether its stack is parked).
+/// For fault reports (any context): a walk of the table, given up if the table is locked.
+pub fn stack_owner(slot: u32) -> Option<(u64, [u8; 15], bool)> {
+    let threads = THREADS.try_lock()?;
+    threads.values().find_map(|&p| {
+        // SAFETY: in the table, hence alive, while we hold the lock.
+        let t = unsafe { &*(p as *const Thread) };
+        (t.stack.slot() == slot).then(|| {
+            let mut name = [0u8; 15];
+            for (d, s) in name.iter_mut().zip(t.name().bytes()) {
+                *d = s;
+            }
+            (t.tid, name, t.stack.is_parked())
+        })
+    })
 }
 
 /// Workload threads not yet at their resting point.

@@ -7,6 +7,8 @@ pub(super) struct CpuQueue {
     pub(super) tail: *mut Thread,
     pub(super) len: usize,
     pub(super) sleepers: sleep::SleepQueue,
+    /// Parkable sleepers, oldest first (see `parker`).
+    pub(super) parkable: parker::ParkList,
     pub(super) slice_end: u64,
 }
 
@@ -20,6 +22,7 @@ impl CpuQueue {
             tail: core::ptr::null_mut(),
             len: 0,
             sleepers: sleep::SleepQueue::new(),
+            parkable: parker::ParkList::new(),
             slice_end: 0,
         }
     }

@@ -88,6 +88,9 @@ pub(super) fn reap_list(
             if let Some(j) = th.join.take() {
                 joins.push(j);
             }
+            // Wait for whoever parks or trims it to finish, where the stack lives: they hold
+            // pointers into this control block.
+            th.stack.claim_for_release();
             // SAFETY: `t` was allocated with this layout in spawn_raw and is moved out and
             // freed once, here.
             let owned = unsafe { t.read() };

@@ -100,8 +100,12 @@ pub(super) fn spawn_raw_on(
     join: Option<Arc<JoinState>>,
     pinned: Option<usize>,
 ) -> Result<u64, SpawnError> {
-    if crate::mm::frame::free_pages() < SPAWN_LOW_WATER_PAGES + stack::initial_pages(policy) as u64
-    {
+    let low = || {
+        crate::mm::frame::free_pages() < SPAWN_LOW_WATER_PAGES + stack::initial_pages(policy) as u64
+    };
+    // Memory ran low: park the sleepers waiting to be parked now rather than later (a mass
+    // spawn can outrun `kstack.park_after`), then look again.
+    if low() && (!stack::park::enabled() || parker::park_listed_now() == 0 || low()) {
         return Err(SpawnError::OutOfMemory);
     }
     let stack = Stack::create(policy).map_err(|e| match e {
@@ -191,6 +195,7 @@ pub unsafe fn unpark(t: *mut Thread) {
         }
         match th.state() {
             ThreadState::Blocked => {
+                q.parkable.remove(t);
                 th.set_state(ThreadState::Ready);
                 q.push_back(t);
                 QUEUE_LEN[cpu].store(q.len, Ordering::Relaxed);

@@ -61,6 +61,7 @@ pub(super) fn switch_to_next(
     };
     drop(q);
     wake_reaper_if_asked();
+    parker::wake_if_asked();
     // SAFETY: `next` is a live control block chosen above (or this CPU's idle thread).
     let th = unsafe { &mut *next };
     th.set_state(ThreadState::Running);
@@ -93,6 +94,7 @@ pub fn on_timer_tick(frame: &mut TrapFrame) {
     let now = timer::now();
     let mut q = QUEUES[cpu].lock();
     while let Some(t) = q.sleepers.pop_due(now) {
+        q.parkable.remove(t);
         // SAFETY: sleepers are live control blocks owned by this queue.
         unsafe { (*t).set_state(ThreadState::Ready) };
         q.push_back(t);
@@ -187,10 +189,11 @@ pub fn on_syscall(frame: &mut TrapFrame, num: u16) {
             th.wake_at = deadline;
             th.set_state(ThreadState::Sleeping);
             q.sleepers.push(t);
+            parker::note_asleep(&mut q.parkable, t);
             switch_to_next(frame, cpu, q);
         }
         syscall::PARK => {
-            let q = QUEUES[cpu].lock();
+            let mut q = QUEUES[cpu].lock();
             let t = CURRENT[cpu].load(Ordering::Relaxed);
             // SAFETY: the current thread's control block, under its CPU's queue lock.
             let th = unsafe { &mut *t };
@@ -200,6 +203,7 @@ pub fn on_syscall(frame: &mut TrapFrame, num: u16) {
             }
             save_current(frame, cpu);
             th.set_state(ThreadState::Blocked);
+            parker::note_asleep(&mut q.parkable, t);
             switch_to_next(frame, cpu, q);
         }
         syscall::EXIT => terminate_current(frame),

@@ -95,6 +95,16 @@ pub struct Thread {
     pub(crate) pinned: bool,
     /// Whether the thread is counted as not yet at its resting point (see `settle`).
     pub(crate) unsettled: bool,
+    /// Whether its stack may be parked while it sleeps: nothing on it is shared with another
+    /// thread (see `stack::park`). Workload threads are; others may say so themselves.
+    pub(crate) parkable: bool,
+    /// Whether it is in its CPU's park list (see `sched::parker`), and its neighbours there
+    /// (protected by that CPU's queue lock).
+    pub(crate) park_listed: bool,
+    pub(crate) park_prev: *mut Thread,
+    pub(crate) park_next: *mut Thread,
+    /// When it went to sleep, in timer ticks (while in a park list).
+    pub(crate) slept_at: u64,
     /// The thread's stack: reservation, mapped part, counters.
     pub stack: Stack,
     /// Completion for `join`, if somebody holds a handle.
@@ -125,6 +135,11 @@ impl Thread {
             sleep_index: 0,
             pinned: false,
             unsettled: false,
+            parkable: kind == ThreadKind::Workload,
+            park_listed: false,
+            park_prev: core::ptr::null_mut(),
+            park_next: core::ptr::null_mut(),
+            slept_at: 0,
             stack,
             join: None,
         }
@@ -133,6 +148,21 @@ impl Thread {
     /// The thread's name (ASCII, at most 15 bytes).
     pub fn name(&self) -> &str {
         core::str::from_utf8(&self.name[..self.name_len as usize]).unwrap_or("?")
+    }
+
+    /// Whether its stack may be parked while it sleeps (see `stack::park`).
+    pub fn is_parkable(&self) -> bool {
+        self.parkable && self.stack.policy() == crate::cmdline::StackPolicy::Dynamic
+    }
+
+    /// The state `ps` shows: `parked` for a sleeping thread whose stack is parked.
+    pub fn state_name(&self) -> &'static str {
+        let state = self.state();
+        if matches!(state, ThreadState::Sleeping | ThreadState::Blocked) && self.stack.is_parked() {
+            "parked"
+        } else {
+            state.name()
+        }
     }
 
     /// Current state.

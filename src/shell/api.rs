@@ -103,6 +103,17 @@ pub struct StackStats {
     /// Page-table bytes one stack costs: its share of the last-level table that serves it
     /// and its neighbours (the tables stay when threads exit, so `pt_kib / threads` is not it).
     pub pt_bytes_per_thread: u64,
+    /// Stacks parked now (live bytes in a block, no page mapped).
+    pub parked: u64,
+    /// Bytes of the blocks holding parked stacks.
+    pub parked_bytes: u64,
+}
+
+impl StackStats {
+    /// `parked_bytes` in KiB, rounded up.
+    pub fn parked_kib(&self) -> u64 {
+        self.parked_bytes.div_ceil(1024)
+    }
 }
 
 /// What the shell needs from the kernel. Long operations get the console so they can print

@@ -101,7 +101,7 @@ impl Backend for KernelBackend {
             rows.push(ThreadRow {
                 tid: t.tid,
                 name: String::from(t.name()),
-                state: t.state().name(),
+                state: t.state_name(),
                 cpu: Some(t.cpu.load(Ordering::Relaxed) as usize),
                 policy: t.stack.policy(),
                 mapped_kib: t.stack.mapped_bytes() / 1024,
@@ -196,6 +196,8 @@ impl Backend for KernelBackend {
             tcb_bytes: core::mem::size_of::<sched::Thread>().next_power_of_two() as u64,
             // One 4 KiB last-level table maps 2 MiB of the arena, shared by the stacks in it.
             pt_bytes_per_thread: 4096 * stack::arena::stride() / (2 << 20),
+            parked: s.park.parked,
+            parked_bytes: s.park.parked_bytes,
         }
     }
 

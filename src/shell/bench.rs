@@ -5,9 +5,10 @@
 //! line. Times come from the generic timer over batches long enough that its resolution does
 //! not matter; under `make bench` QEMU runs with `-icount shift=0`, so one instruction is one
 //! nanosecond and the figures repeat exactly. Calls `sched`, `stack` and `mm::frame`.
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use crate::arch::timer;
 use crate::cmdline::StackPolicy;
@@ -24,6 +25,7 @@ struct Plan {
     switch_rounds: u32,
     switch_yields: u32,
     density_kib: u64,
+    park_rounds: u32,
     memory_threads: &'static [usize],
     scale_rounds: u32,
 }
@@ -35,6 +37,7 @@ const QUICK: Plan = Plan {
     switch_rounds: 2,
     switch_yields: 200,
     density_kib: 4096,
+    park_rounds: 20,
     memory_threads: &[100],
     scale_rounds: 10,
 };
@@ -48,6 +51,7 @@ const FULL: Plan = Plan {
     switch_rounds: 10,
     switch_yields: 2000,
     density_kib: 32 * 1024,
+    park_rounds: 400,
     memory_threads: &[100, 1000, 3000, 10_000, 30_000, 100_000],
     scale_rounds: 2000,
 };
@@ -112,6 +116,7 @@ pub fn run(plan: BenchPlan, out: &mut dyn Write) {
         fault(sizes, out);
         switch(sizes, out);
         density(sizes, out);
+        park(sizes, out);
         for &n in sizes.memory_threads {
             memory(n, out);
         }
@@ -304,21 +309,140 @@ fn density(plan: &Plan, out: &mut dyn Write) {
         fit[index(p)] = n;
         sched::kill_all(&mut |_, _| {});
     }
+    // Dynamic stacks again, parked as they go to sleep: every 64 threads, the sleepers
+    // waiting to be parked are parked at once (what spawn does when memory runs low), so
+    // the count does not depend on `kstack.park_after`.
+    let mut parked_fit = 0u64;
+    if stack::park::enabled() {
+        let free0 = frame::free_pages();
+        let budget_pages = plan.density_kib / 4;
+        while free0.saturating_sub(frame::free_pages()) < budget_pages {
+            let (entry, arg) =
+                crate::shell::workload::entry_for(&Profile::Idle, parked_fit as usize);
+            let p = StackPolicy::Dynamic;
+            if sched::spawn_raw("bench-density", ThreadKind::Workload, p, entry, arg, None).is_err()
+            {
+                break;
+            }
+            parked_fit += 1;
+            if parked_fit.is_multiple_of(64) {
+                wait_settled();
+                sched::parker::park_listed_now();
+            }
+        }
+        wait_settled();
+        sched::kill_all(&mut |_, _| {});
+    }
     let _ = writeln!(
         out,
-        "BENCH name=density mem_kib={} fixed_threads={} dynamic_threads={} ratio={}",
+        "BENCH name=density mem_kib={} fixed_threads={} dynamic_threads={} ratio={} parked_threads={} park_ratio={}",
         plan.density_kib,
         fit[0],
         fit[1],
-        Ratio(fit[1], fit[0])
+        Ratio(fit[1], fit[0]),
+        parked_fit,
+        Ratio(parked_fit, fit[0])
     );
 }
 
-/// Stack pages mapped by the threads started since `base`.
-fn mapped_since(base: &stack::Stats) -> u64 {
-    stack::stats()
-        .mapped_pages
-        .saturating_sub(base.mapped_pages)
+static PARK_A: AtomicPtr<sched::Thread> = AtomicPtr::new(core::ptr::null_mut());
+static PARK_B: AtomicPtr<sched::Thread> = AtomicPtr::new(core::ptr::null_mut());
+static PARK_WOKE_NS: AtomicU64 = AtomicU64::new(0);
+static PARK_STOP: AtomicBool = AtomicBool::new(false);
+
+/// `park`: the cost of parking one sleeping stack, and of waking a thread whose stack is
+/// parked against one whose stack is not. Two threads pinned to one CPU: the driver wakes the
+/// sleeper and blocks; the sleeper notes the time it runs again, wakes the driver and blocks.
+/// The wake is the time from the driver's `unpark` to the sleeper running: the unpark, the
+/// driver's switch out, the sleeper's switch in (with the restore of its stack when parked).
+/// Rounds alternate parked and unparked.
+fn park(plan: &Plan, out: &mut dyn Write) {
+    if !stack::park::enabled() {
+        let _ = writeln!(out, "bench: park skipped: kstack.park_after=off");
+        return;
+    }
+    let cpu = if sched::is_online(1) { 1 } else { 0 };
+    PARK_STOP.store(false, Ordering::SeqCst);
+    PARK_A.store(core::ptr::null_mut(), Ordering::SeqCst);
+    let a = sched::spawn_pinned("bench-park-a", StackPolicy::Dynamic, cpu, || {
+        sched::set_parkable(true);
+        PARK_A.store(sched::current_ptr(), Ordering::SeqCst);
+        loop {
+            sched::park();
+            if PARK_STOP.load(Ordering::SeqCst) {
+                return;
+            }
+            PARK_WOKE_NS.store(now_ns(), Ordering::SeqCst);
+            // SAFETY: the driver lives until it has stopped this thread.
+            unsafe { sched::unpark(PARK_B.load(Ordering::SeqCst)) };
+        }
+    });
+    let rounds = plan.park_rounds;
+    let result = Arc::new(crate::sync::IrqMutex::new((0u64, [0u64; 2], 0u32)));
+    let r2 = result.clone();
+    let b = sched::spawn_pinned("bench-park-b", StackPolicy::Dynamic, cpu, move || {
+        PARK_B.store(sched::current_ptr(), Ordering::SeqCst);
+        while PARK_A.load(Ordering::SeqCst).is_null() {
+            sched::yield_now();
+        }
+        let a = PARK_A.load(Ordering::SeqCst);
+        let (mut park_ns, mut wake_ns, mut parks) = (0u64, [0u64; 2], 0u32);
+        for round in 0..2 * rounds {
+            // SAFETY: the sleeper lives until it is told to stop, below.
+            while unsafe { (*a).state() } != sched::ThreadState::Blocked {
+                sched::yield_now();
+            }
+            let parked = round % 2 == 1;
+            if parked {
+                let t0 = now_ns();
+                // SAFETY: as above.
+                if unsafe { sched::parker::park_now(a) } {
+                    park_ns += now_ns() - t0;
+                    parks += 1;
+                }
+            }
+            let t0 = now_ns();
+            // SAFETY: as above.
+            unsafe { sched::unpark(a) };
+            sched::park();
+            wake_ns[parked as usize] += PARK_WOKE_NS.load(Ordering::SeqCst).saturating_sub(t0);
+        }
+        PARK_STOP.store(true, Ordering::SeqCst);
+        // SAFETY: as above.
+        unsafe { sched::unpark(a) };
+        *r2.lock() = (park_ns, wake_ns, parks);
+    });
+    match (a, b) {
+        (Ok(a), Ok(b)) => {
+            b.join();
+            a.join();
+        }
+        _ => {
+            let _ = writeln!(out, "error: bench park: cannot start threads");
+            return;
+        }
+    }
+    let (park_ns, wake_ns, parks) = *result.lock();
+    let n = rounds.max(1) as u64;
+    let _ = writeln!(
+        out,
+        "BENCH name=park park_ns={} wake_ns={} wake_parked_ns={} ratio={} parks={}",
+        park_ns / (parks.max(1) as u64),
+        wake_ns[0] / n,
+        wake_ns[1] / n,
+        Ratio(wake_ns[1], wake_ns[0]),
+        parks
+    );
+}
+
+/// Stack memory (KiB) the threads started since `base` hold: mapped pages and parked copies.
+fn held_kib_since(base: &stack::Stats) -> u64 {
+    let s = stack::stats();
+    s.mapped_pages.saturating_sub(base.mapped_pages) * 4
+        + s.park
+            .parked_bytes
+            .saturating_sub(base.park.parked_bytes)
+            .div_ceil(1024)
 }
 
 /// Starts `n` workload threads of `profile` with `policy`; returns how many started.
@@ -370,20 +494,23 @@ fn memory(n: usize, out: &mut dyn Write) {
         (created, base)
     };
     let (fixed, base) = run(&Profile::Idle, StackPolicy::Fixed);
-    let fixed_kib = mapped_since(&base) * 4;
+    let fixed_kib = held_kib_since(&base);
     sched::kill_all(&mut |_, _| {});
     let (idle, base) = run(&Profile::Idle, StackPolicy::Dynamic);
-    let idle_kib = mapped_since(&base) * 4;
+    let idle_kib = held_kib_since(&base);
     let pt_kib = stack::stats().table_pages * 4;
+    // A trim parks every sleeping thread (unless kstack.park_after=off).
+    stack::trim_all();
+    let idle_trim_kib = held_kib_since(&base);
     sched::kill_all(&mut |_, _| {});
     let (mix, base) = run(&Profile::Mix, StackPolicy::Dynamic);
-    let mix_kib = mapped_since(&base) * 4;
+    let mix_kib = held_kib_since(&base);
     stack::trim_all();
-    let trim_kib = mapped_since(&base) * 4;
+    let trim_kib = held_kib_since(&base);
     sched::kill_all(&mut |_, _| {});
     let _ = writeln!(
         out,
-        "BENCH name=memory threads={} fixed_kib={} idle_kib={} mix_kib={} trim_kib={} idle_pct={} mix_pct={} mix_trim_pct={} fixed_threads={} pt_kib={}",
+        "BENCH name=memory threads={} fixed_kib={} idle_kib={} mix_kib={} trim_kib={} idle_pct={} mix_pct={} mix_trim_pct={} fixed_threads={} pt_kib={} idle_trim_kib={} idle_trim_pct={}",
         n,
         fixed_kib,
         idle_kib,
@@ -393,7 +520,9 @@ fn memory(n: usize, out: &mut dyn Write) {
         Pct(mix_kib, mix * max_kib),
         Pct(trim_kib, mix * max_kib),
         fixed,
-        pt_kib
+        pt_kib,
+        idle_trim_kib,
+        Pct(idle_trim_kib, idle * max_kib)
     );
 }
 

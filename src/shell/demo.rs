@@ -4,7 +4,8 @@
 //! population of `mix` threads (the article's distribution of stack depths) under each stack
 //! policy, their stack memory side by side with what Linux's fixed 16 KiB would cost, a text
 //! histogram of how deep they went, one thread that overflows its stack and dies alone while
-//! others sit deep in theirs, a trim that gives pages back, and the population killed again.
+//! others sit deep in theirs, a trim that gives pages back and parks the sleeping stacks (their
+//! live bytes kept in small blocks, every page returned), and the population killed again.
 //!
 //! Every figure printed is measured in this run: thread counts and stack memory come from a
 //! walk over the thread table (`sched::for_each_thread_chunked`), page tables and overflows
@@ -57,6 +58,9 @@ struct Census {
     rows: Vec<u64>,
     /// Threads whose high-water mark is at most 8 KiB.
     within_8k: u64,
+    /// Threads whose stacks are parked, and the bytes of their blocks.
+    parked: u64,
+    parked_bytes: u64,
 }
 
 /// The high-water histogram's rows: `count` rows of `pages` pages each.
@@ -94,6 +98,10 @@ fn census(rows: &Rows) -> [Census; 2] {
         let high = t.stack.high_water_bytes();
         p.threads += 1;
         p.mapped += t.stack.mapped_bytes();
+        if t.stack.is_parked() {
+            p.parked += 1;
+            p.parked_bytes += t.stack.parked_bytes();
+        }
         p.rows[rows.index(high)] += 1;
         if high <= 8192 {
             p.within_8k += 1;
@@ -318,16 +326,26 @@ pub fn run(backend: &mut dyn Backend, out: &mut dyn Write) {
     // 5. Trim.
     let freed = backend.trim();
     let [_, trimmed] = census(&rows);
+    let held = trimmed.mapped + trimmed.parked_bytes;
     say!(
         out,
         "\n5. trim: {freed} KiB back from sleeping threads; dynamic stacks now {} KiB",
-        trimmed.mapped / 1024
+        held.div_ceil(1024)
     );
+    if trimmed.parked > 0 {
+        say!(
+            out,
+            "   {} of {} dynamic threads parked: live bytes in {} KiB of small blocks, no page",
+            trimmed.parked,
+            trimmed.threads,
+            trimmed.parked_bytes.div_ceil(1024)
+        );
+    }
     say!(
         out,
-        "   ({} KiB/thread, {}% less than fixed)",
-        ratio(trimmed.mapped / 1024, trimmed.threads, 2),
-        savings_pct(trimmed.mapped / 1024, fixed_after.mapped / 1024)
+        "   ({} B/thread, {}% less than fixed)",
+        held / trimmed.threads.max(1),
+        savings_pct(held.div_ceil(1024), fixed_after.mapped / 1024)
     );
 
     // 6. Clean up.

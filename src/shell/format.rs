@@ -2,15 +2,15 @@
 //! computed in integers, human-readable sizes, aligned tables.
 use super::*;
 
-/// `100 × (1 − mapped / fixed)` with one decimal, rounded half away from zero, computed in
+/// `100 × (1 − held / fixed)` (held: mapped pages plus parked copies) with one decimal, rounded half away from zero, computed in
 /// integers so the host and the soft-float kernel print the same digits. `0.0` when there is
 /// nothing to compare against.
-pub fn savings_pct(mapped_kib: u64, fixed_equiv_kib: u64) -> Tenths {
+pub fn savings_pct(held_kib: u64, fixed_equiv_kib: u64) -> Tenths {
     if fixed_equiv_kib == 0 {
         return Tenths(0);
     }
     let fixed = i128::from(fixed_equiv_kib);
-    let saved = fixed - i128::from(mapped_kib);
+    let saved = fixed - i128::from(held_kib);
     // 1000 × saved / fixed, in tenths of a percent; i128 holds 1000 × u64::MAX.
     let magnitude = (1000 * saved.abs() * 2 + fixed) / (2 * fixed);
     Tenths(if saved < 0 { -magnitude } else { magnitude })

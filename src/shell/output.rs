@@ -168,6 +168,13 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
         format!("{} KiB", s.mapped_kib),
     ]);
     table.row([
+        String::from("parked copies"),
+        s.parked_bytes
+            .checked_div(n)
+            .map_or_else(|| String::from("-"), |b| format!("{b} B")),
+        format!("{} KiB", s.parked_kib()),
+    ]);
+    table.row([
         String::from("page tables"),
         format!("{} B", s.pt_bytes_per_thread),
         format!("{} KiB", s.pt_kib),
@@ -176,6 +183,25 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
         String::from("control block"),
         format!("{} B", s.tcb_bytes),
         format!("{} KiB", u128::from(s.tcb_bytes) * u128::from(n) / 1024),
+    ]);
+    table.row([
+        String::from("all of the above"),
+        if n == 0 {
+            String::from("-")
+        } else {
+            let bytes = u128::from(s.mapped_kib) * 1024 / u128::from(n)
+                + u128::from(s.parked_bytes / n)
+                + u128::from(s.pt_bytes_per_thread)
+                + u128::from(s.tcb_bytes);
+            format!("{bytes} B")
+        },
+        format!(
+            "{} KiB",
+            u128::from(s.mapped_kib)
+                + u128::from(s.parked_kib())
+                + u128::from(s.pt_kib)
+                + u128::from(s.tcb_bytes) * u128::from(n) / 1024
+        ),
     ]);
     table.row([
         String::from("fully mapped (kstack.max)"),
@@ -188,9 +214,10 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
         format!("{} KiB", u128::from(n) * u128::from(LINUX_STACK_KIB)),
     ]);
     table.print(out);
-    let savings = savings_pct(s.mapped_kib, s.fixed_equiv_kib);
+    let held = s.mapped_kib.saturating_add(s.parked_kib());
+    let savings = savings_pct(held, s.fixed_equiv_kib);
     if n > 0 {
-        let linux = savings_pct(s.mapped_kib, n.saturating_mul(LINUX_STACK_KIB));
+        let linux = savings_pct(held, n.saturating_mul(LINUX_STACK_KIB));
         say!(
             out,
             "stacks hold {savings}% less than fully mapped, {linux}% less than Linux's"
@@ -198,21 +225,24 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
     }
     say!(
         out,
-        "since boot: grow faults {}, overflows {}, OOM kills {}, trimmed {} KiB",
+        "since boot: grow faults {}, overflows {}, OOM kills {}, trimmed {} KiB; parked now {}",
         s.grow_faults,
         s.overflows,
         s.oom_kills,
-        s.trimmed_kib
+        s.trimmed_kib,
+        s.parked
     );
     say!(
         out,
-        "STACKS threads={n} mapped_kib={} fixed_equiv_kib={} savings_pct={savings} grow_faults={} overflows={} oom_kills={} trimmed_kib={} pt_kib={}",
+        "STACKS threads={n} mapped_kib={} fixed_equiv_kib={} savings_pct={savings} grow_faults={} overflows={} oom_kills={} trimmed_kib={} pt_kib={} parked={} parked_kib={}",
         s.mapped_kib,
         s.fixed_equiv_kib,
         s.grow_faults,
         s.overflows,
         s.oom_kills,
         s.trimmed_kib,
-        s.pt_kib
+        s.pt_kib,
+        s.parked,
+        s.parked_kib()
     );
 }

@@ -46,6 +46,8 @@ impl Fake {
                 pt_kib: 16,
                 tcb_bytes: 320,
                 pt_bytes_per_thread: 40,
+                parked: 0,
+                parked_bytes: 0,
             },
             spawn_fails: 0,
         }
@@ -334,7 +336,7 @@ fn stacks_summary_and_breakdown() {
     assert_eq!(
         only_summary(&out, "STACKS"),
         "STACKS threads=1000 mapped_kib=4000 fixed_equiv_kib=16000 savings_pct=75.0 \
-         grow_faults=50 overflows=1 oom_kills=0 trimmed_kib=12 pt_kib=16"
+         grow_faults=50 overflows=1 oom_kills=0 trimmed_kib=12 pt_kib=16 parked=0 parked_kib=0"
     );
     // Per thread: 4.0 KiB of stack, 40 B of page table (the backend's figure, not
     // pt_kib / threads), 320 B of control block, next to Linux's 16 KiB.
@@ -353,8 +355,33 @@ fn stacks_summary_and_breakdown() {
     assert_eq!(
         only_summary(&out, "STACKS"),
         "STACKS threads=0 mapped_kib=0 fixed_equiv_kib=0 savings_pct=0.0 \
-         grow_faults=0 overflows=0 oom_kills=0 trimmed_kib=0 pt_kib=0"
+         grow_faults=0 overflows=0 oom_kills=0 trimmed_kib=0 pt_kib=0 parked=0 parked_kib=0"
     );
+
+    // Parked stacks count with their copies: 800 of 1000 parked in 128-byte blocks,
+    // the other 200 with one page each.
+    fake.stacks = StackStats {
+        threads: 1000,
+        mapped_kib: 800,
+        fixed_equiv_kib: 16000,
+        tcb_bytes: 320,
+        pt_bytes_per_thread: 40,
+        parked: 800,
+        parked_bytes: 800 * 128,
+        ..StackStats::default()
+    };
+    let out = exec(&mut fake, "stacks");
+    // 100 × (1 − (800 + 100) / 16000) = 94.375
+    assert_eq!(
+        only_summary(&out, "STACKS"),
+        "STACKS threads=1000 mapped_kib=800 fixed_equiv_kib=16000 savings_pct=94.4 \
+         grow_faults=0 overflows=0 oom_kills=0 trimmed_kib=0 pt_kib=0 parked=800 parked_kib=100"
+    );
+    assert!(out.contains("parked copies"), "{out}");
+    assert!(out.contains("102 B"), "{out}");
+    // 819 B of stack + 102 B of copies + 40 B of table + 320 B of control block.
+    assert!(out.contains("1281 B"), "{out}");
+    assert!(out.contains("parked now 800"), "{out}");
 }
 
 #[test]
@@ -371,6 +398,8 @@ fn stacks_with_huge_counters_does_not_overflow() {
         pt_kib: u64::MAX,
         tcb_bytes: u64::MAX,
         pt_bytes_per_thread: u64::MAX,
+        parked: u64::MAX,
+        parked_bytes: u64::MAX,
     };
     let out = exec(&mut fake, "stacks");
     assert!(only_summary(&out, "STACKS").contains("savings_pct=0.0"));

@@ -17,10 +17,14 @@
 //! reference: the fast path does exactly what it does for a growth, and defers to it for
 //! everything else (overflows, other faults, a short reserve, growth switched off).
 //!
-//! Owns the arena's virtual space and tables, the reserve, and the stack counters. Calls
-//! `mm` (frames, the kernel address space) and `arch` (TLB maintenance).
+//! A sleeping thread's stack can also be *parked* (see [`park`]): its live bytes copied into
+//! a small block and every page returned, until the thread is switched in again.
+//!
+//! Owns the arena's virtual space and tables, the reserve, parking, and the stack counters.
+//! Calls `mm` (frames, the kernel address space, the heap) and `arch` (TLB maintenance).
 pub mod arena;
 pub mod fast;
+pub mod park;
 pub mod reserve;
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -57,7 +61,7 @@ pub fn default_policy() -> StackPolicy {
     config().policy
 }
 
-fn max_pages() -> u32 {
+pub(crate) fn max_pages() -> u32 {
     (MAX_BYTES.load(Ordering::Relaxed) / PAGE) as u32
 }
 
@@ -190,6 +194,8 @@ pub struct Stats {
     pub table_pages: u64,
     /// Pages held in the per-CPU reserves.
     pub reserve_pages: u64,
+    /// Parking: stacks parked now, their blocks' bytes, and counts since boot.
+    pub park: park::ParkStats,
 }
 
 /// Current stack statistics.
@@ -214,6 +220,7 @@ pub fn stats() -> Stats {
         shortages: SHORTAGES.load(Ordering::Relaxed),
         table_pages: arena::table_pages(),
         reserve_pages: reserve::total_pages(),
+        park: park::stats(),
     }
 }
 
@@ -229,6 +236,7 @@ pub enum StackError {
 const CLAIM_FREE: u8 = 0;
 const CLAIM_RUNNING: u8 = 1;
 const CLAIM_TRIMMING: u8 = 2;
+const CLAIM_PARKING: u8 = 3;
 
 /// One thread's stack: a reservation in the arena and what is mapped of it.
 pub struct Stack {
@@ -242,8 +250,12 @@ pub struct Stack {
     /// Most pages ever mapped at once.
     high_water_pages: AtomicU32,
     grow_faults: AtomicU32,
-    /// Who may change the mapping: nobody, the CPU running the thread, or trim.
+    /// Who may change the mapping: nobody, the CPU running the thread, trim, or parking.
     claim: AtomicU8,
+    /// While parked: the block holding the live bytes (0 otherwise), and how many bytes they
+    /// are (they end at the top). Changed only under the claim.
+    parked_block: AtomicU64,
+    parked_len: AtomicU32,
 }
 
 impl Stack {
@@ -258,6 +270,8 @@ impl Stack {
             high_water_pages: AtomicU32::new(0),
             grow_faults: AtomicU32::new(0),
             claim: AtomicU8::new(CLAIM_FREE),
+            parked_block: AtomicU64::new(0),
+            parked_len: AtomicU32::new(0),
         };
         let pages = initial_pages(policy);
         let top = stack.top();
@@ -284,13 +298,15 @@ impl Stack {
         let top = self.top();
         arena::unmap_pages(top - pages as u64 * PAGE, pages);
         count_unmapped(pages as u64);
+        park::discard(&self);
         STACKS.fetch_sub(1, Ordering::Relaxed);
         arena::free_slot(self.slot);
     }
 
-    /// Waits until nobody (trim) works on this stack and keeps others out: for a stack
-    /// whose thread is gone.
-    fn claim_for_release(&self) {
+    /// Waits until nobody (trim, parking) works on this stack and keeps others out: for a
+    /// stack whose thread is gone. The reaper calls it on the stack where it lives, before it
+    /// moves the control block out: whoever holds the claim holds a pointer into it.
+    pub fn claim_for_release(&self) {
         while !self.try_claim() {
             core::hint::spin_loop();
         }
@@ -343,6 +359,25 @@ impl Stack {
             addr += 8;
         }
         0
+    }
+
+    /// Whether the stack is parked (no page mapped, its live bytes in a block).
+    pub fn is_parked(&self) -> bool {
+        self.parked_block.load(Ordering::Relaxed) != 0
+    }
+
+    /// Bytes of the block holding the parked stack (0 when not parked).
+    pub fn parked_bytes(&self) -> u64 {
+        if !self.is_parked() {
+            return 0;
+        }
+        park::class_for(self.parked_len.load(Ordering::Relaxed) as usize)
+            .map_or(0, |c| park::CLASSES[c] as u64)
+    }
+
+    /// The arena slot of this stack.
+    pub fn slot(&self) -> u32 {
+        self.slot
     }
 
     /// Growth faults this stack has taken.
@@ -401,9 +436,10 @@ impl ReleaseBatch {
             && self.frames.len() + max_pages() as usize <= self.frames.capacity()
     }
 
-    /// Adds the stack of a thread that will never run again.
+    /// Adds the stack of a thread that will never run again. The caller has taken its claim
+    /// for release where it lived ([`Stack::claim_for_release`]).
     pub fn add(&mut self, stack: Stack) {
-        stack.claim_for_release();
+        park::discard(&stack);
         let pages = stack.mapped_pages.load(Ordering::Relaxed);
         let bottom = stack.mapped_bottom();
         let before = self.frames.len();
@@ -443,18 +479,24 @@ impl ReleaseBatch {
 }
 
 /// Makes sure this CPU's reserve holds enough zeroed pages for `stack` to grow to its full
-/// size, so that no growth of it can fail. Called by the scheduler (exception context)
-/// before it switches a thread in. Returns false if memory could not be found; the thread
-/// must wait then.
+/// size, so that no growth of it can fail, and restores the stack if it is parked. Called by
+/// the scheduler (exception context, claim held) before it switches a thread in. Returns
+/// false if memory could not be found; the thread must wait then.
+///
+/// The reserve is filled to `kstack.max` pages whatever the stack holds: that is what a
+/// parked stack needs (its top page and room to grow), and refilling after every growth or
+/// restore on the next switch-in keeps the zeroing of a page out of a parked thread's wake.
 pub fn prepare_switch_in(cpu: usize, stack: &Stack) -> bool {
     if stack.policy == StackPolicy::Fixed {
         return true;
     }
-    let need = max_pages() - stack.mapped_pages.load(Ordering::Relaxed);
-    if reserve::fill(cpu, need as usize) {
+    if reserve::fill(cpu, max_pages() as usize) && park::restore(cpu, stack) {
         true
     } else {
         SHORTAGES.fetch_add(1, Ordering::Relaxed);
+        if stack.is_parked() {
+            park::count_wait();
+        }
         // Memory ran low: have the reaper give back what sleeping threads do not use.
         crate::sched::request_trim();
         false
@@ -576,13 +618,19 @@ pub fn trim(stack: &Stack, saved_sp: impl FnOnce() -> u64) -> u32 {
     {
         return 0;
     }
-    let saved_sp = saved_sp();
+    let freed = trim_claimed(stack, saved_sp());
+    stack.claim.store(CLAIM_FREE, Ordering::Release);
+    freed
+}
+
+/// [`trim`] with the claim already held (as trimming or parking).
+fn trim_claimed(stack: &Stack, saved_sp: u64) -> u32 {
     let top = stack.top();
     let mapped = stack.mapped_pages.load(Ordering::Relaxed);
     let keep_from = align_down(saved_sp.saturating_sub(TRIM_MARGIN), PAGE)
         .min(top - initial_pages(StackPolicy::Dynamic) as u64 * PAGE);
     let bottom = top - mapped as u64 * PAGE;
-    let freed = if saved_sp > bottom && saved_sp <= top && keep_from > bottom {
+    if saved_sp > bottom && saved_sp <= top && keep_from > bottom {
         let n = ((keep_from - bottom) / PAGE) as u32;
         arena::unmap_pages(bottom, n);
         stack.mapped_pages.store(mapped - n, Ordering::Relaxed);
@@ -591,22 +639,44 @@ pub fn trim(stack: &Stack, saved_sp: impl FnOnce() -> u64) -> u32 {
         n
     } else {
         0
-    };
-    stack.claim.store(CLAIM_FREE, Ordering::Release);
-    freed
+    }
 }
 
-/// Trims every thread that is not running. Returns pages freed.
+/// Parks every sleeping thread whose stack may be parked (see [`park`]) and trims every other
+/// thread that is not running. Returns pages freed.
 pub fn trim_all() -> u64 {
-    let mut freed = 0u64;
-    crate::sched::for_each_thread_chunked(&mut |t| {
-        if t.kind != crate::sched::ThreadKind::Idle
-            && t.state() != crate::sched::ThreadState::Running
-        {
+    use crate::sched::{ThreadKind, ThreadState};
+    let parking = park::enabled();
+    park::with_trim_batch(|batch| {
+        let mut freed = 0u64;
+        crate::sched::for_each_thread_batched(&mut |seen| {
+            let Some(t) = seen else {
+                // A chunk is done and the table lock dropped: park what it claimed.
+                if !batch.is_empty() {
+                    freed += batch.finish().1;
+                }
+                return;
+            };
+            let state = t.state();
+            if t.kind == ThreadKind::Idle || state == ThreadState::Running {
+                return;
+            }
+            let asleep = matches!(state, ThreadState::Sleeping | ThreadState::Blocked);
+            // SAFETY: the thread is parkable and not running (a racing wake only queues it;
+            // its switch-in waits for the claim); the claim keeps the control block alive
+            // until the batch is finished.
+            if parking
+                && asleep
+                && t.is_parkable()
+                && unsafe { batch.claim(&t.stack, &t.context.sp_el0) }
+            {
+                return;
+            }
             freed += trim(&t.stack, || t.context.sp_el0) as u64;
-        }
-    });
-    freed
+        });
+        freed
+    })
+    .unwrap_or(0)
 }
 
 /// Maps enough of the current thread's stack that `bytes` more below the current SP can be
@@ -636,5 +706,6 @@ pub fn with_stack<R>(bytes: usize, f: impl FnOnce() -> R) -> R {
 /// Initialises the arena and per-CPU reserves for `cpus` CPUs.
 pub fn init(cpus: usize) {
     arena::init();
+    park::init();
     reserve::init(cpus, max_pages() as usize);
 }
