@@ -11,7 +11,8 @@ scripts/plot_memory.py. Three boots, each through scripts/qemu-run.sh:
    so each virtual CPU has its own host thread. These figures depend on the host: its core
    count and load at the time are recorded next to them.
 3. `million`: the brief's "millions of threads" goal, one million `idle` threads alive at once
-   with `-m 6G` (`spawn 1000000 idle; settle; stacks; mem`), skipped with a note when the host
+   with `-m 6G` (`spawn 1000000 idle; settle; stacks; mem`, then `trim` (which parks them
+   all), `stacks; mem`, and `kill all; stacks; mem`), skipped with a note when the host
    has too little free memory.
 
 The output file holds a header (date, git commit, QEMU version, host), then one section per
@@ -40,12 +41,12 @@ ROOT = Path(__file__).resolve().parent.parent
 QEMU = os.environ.get("QEMU", "qemu-system-aarch64")
 
 # Benchmarks the first boot must print, and the second.
-DETERMINISTIC = ["create", "fault", "switch", "density", "memory"]
+DETERMINISTIC = ["create", "fault", "switch", "density", "park", "memory"]
 SCALE = ["scale"]
 # Kernel lines worth keeping: results, the bench header, notes about skipped sizes, and
 # anything that went wrong.
 KEEP = re.compile(
-    r"^(BENCH |SPAWN |SETTLE |STACKS |MEM |CPUS |benchmarks, |bench: |error: |PANIC|OVERFLOW |OOM )"
+    r"^(BENCH |SPAWN |SETTLE |STACKS |MEM |CPUS |TRIM |KILL |benchmarks, |bench: |error: |PANIC|OVERFLOW |OOM )"
 )
 MILLION_THREADS = 1_000_000
 MILLION_MEM = "6G"
@@ -216,7 +217,8 @@ def main() -> int:
              timeout=180, expect=SCALE),
         Boot("million", f"{MILLION_THREADS} idle threads alive at once (dynamic stacks)",
              smp=4, mem=MILLION_MEM, icount=False,
-             bootargs=f'init="spawn {MILLION_THREADS} idle; settle; stacks; mem; poweroff"',
+             bootargs=f'init="mem; spawn {MILLION_THREADS} idle; settle; stacks; mem; trim; '
+                      'stacks; mem; kill all; stacks; mem; poweroff"',
              timeout=300),
     ]
     started = time.monotonic()
