@@ -17,6 +17,8 @@ use crate::sched::{self, ThreadKind};
 use crate::shell::command::{BenchPlan, Profile};
 use crate::stack;
 
+mod updown;
+
 /// Sizes of one run.
 struct Plan {
     create_rounds: u32,
@@ -28,6 +30,7 @@ struct Plan {
     park_rounds: u32,
     memory_threads: &'static [usize],
     scale_rounds: u32,
+    updown: updown::Sizes,
 }
 
 const QUICK: Plan = Plan {
@@ -40,6 +43,11 @@ const QUICK: Plan = Plan {
     park_rounds: 20,
     memory_threads: &[100],
     scale_rounds: 10,
+    updown: updown::Sizes {
+        rounds: 10,
+        trim_threads: 100,
+        probes: 200,
+    },
 };
 
 /// `memory` sizes past 10,000 threads need the memory `make bench` gives QEMU (`-m 2G`);
@@ -54,6 +62,11 @@ const FULL: Plan = Plan {
     park_rounds: 400,
     memory_threads: &[100, 1000, 3000, 10_000, 30_000, 100_000],
     scale_rounds: 2000,
+    updown: updown::Sizes {
+        rounds: 200,
+        trim_threads: 1000,
+        probes: 10_000,
+    },
 };
 
 fn now_ns() -> u64 {
@@ -114,6 +127,7 @@ pub fn run(plan: BenchPlan, out: &mut dyn Write) {
     if plan != BenchPlan::Scale {
         create(sizes, out);
         fault(sizes, out);
+        updown::run(&sizes.updown, out);
         switch(sizes, out);
         density(sizes, out);
         park(sizes, out);
@@ -121,7 +135,12 @@ pub fn run(plan: BenchPlan, out: &mut dyn Write) {
             memory(n, out);
         }
     }
-    scale(sizes, out);
+    let mode = if plan == BenchPlan::Scale {
+        ScaleMode::Wall
+    } else {
+        ScaleMode::Icount
+    };
+    scale(sizes, mode, out);
 }
 
 fn policies() -> [StackPolicy; 2] {
@@ -164,6 +183,9 @@ fn create(plan: &Plan, out: &mut dyn Write) {
             }
             total[index(p)] += started.load(Ordering::Acquire) - t0;
             h.join();
+            // Let the reaper finish with it before the next round: under -icount every CPU's
+            // instructions count in the time measured, and the reaper may run on another CPU.
+            sched::sleep_ms(1);
         }
     }
     let n = plan.create_rounds as u64;
@@ -526,11 +548,24 @@ fn memory(n: usize, out: &mut dyn Write) {
     );
 }
 
-/// `scale`: growth faults per second with 1, 2 and 4 CPUs faulting at once.
-fn scale(plan: &Plan, out: &mut dyn Write) {
+/// How `scale` is judged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ScaleMode {
+    /// Under `-icount`: QEMU runs every CPU round robin on one host thread and virtual time
+    /// counts the instructions of all of them, so growth faults per 10^9 instructions with N
+    /// CPUs against 1 shows serialisation (spinning costs instructions), whatever the host.
+    Icount,
+    /// Without `-icount`: growth faults per second of wall time, each CPU on its own host
+    /// thread; meaningful only with at least N free host cores.
+    Wall,
+}
+
+/// `scale`: growth faults with 1, 2, 4 and 8 CPUs (as many as are online) faulting at once,
+/// each CPU running `scale_rounds` short-lived threads that grow to `kstack.max`.
+fn scale(plan: &Plan, mode: ScaleMode, out: &mut dyn Write) {
     let online = sched::online_count();
     let mut rates: Vec<(usize, u64)> = Vec::new();
-    for cpus in [1usize, 2, 4] {
+    for cpus in [1usize, 2, 4, 8] {
         if cpus > online {
             break;
         }
@@ -538,6 +573,7 @@ fn scale(plan: &Plan, out: &mut dyn Write) {
         let results_ptr = results.as_ptr() as usize;
         let rounds = plan.scale_rounds;
         let mut handles = Vec::new();
+        let phase0 = now_ns();
         for cpu in 0..cpus {
             let h = sched::spawn_pinned("bench-scale", StackPolicy::Dynamic, cpu, move || {
                 for _ in 0..rounds {
@@ -585,23 +621,51 @@ fn scale(plan: &Plan, out: &mut dyn Write) {
         for h in handles {
             h.join();
         }
-        // Each CPU's rate over its own time spent faulting, summed: what the CPUs achieve
-        // together while faulting at the same time.
-        let mut rate = 0u64;
-        for cpu in 0..cpus {
-            let ns = results[cpu * 2].load(Ordering::Relaxed).max(1);
-            let faults = results[cpu * 2 + 1].load(Ordering::Relaxed);
-            rate += faults * 1_000_000_000 / ns;
-        }
+        let phase_ns = (now_ns() - phase0).max(1);
+        let rate = match mode {
+            // Every fault of every CPU over the instructions of all of them.
+            ScaleMode::Icount => {
+                let faults: u64 = (0..cpus)
+                    .map(|c| results[c * 2 + 1].load(Ordering::Relaxed))
+                    .sum();
+                faults * 1_000_000_000 / phase_ns
+            }
+            // Each CPU's rate over its own time spent faulting, summed: what the CPUs
+            // achieve together while faulting at the same time.
+            ScaleMode::Wall => (0..cpus)
+                .map(|c| {
+                    let ns = results[c * 2].load(Ordering::Relaxed).max(1);
+                    results[c * 2 + 1].load(Ordering::Relaxed) * 1_000_000_000 / ns
+                })
+                .sum(),
+        };
         rates.push((cpus, rate));
     }
     let one = rates.first().map(|r| r.1).unwrap_or(0);
-    let _ = write!(out, "BENCH name=scale");
+    let (mode_name, unit) = match mode {
+        ScaleMode::Icount => ("icount", "faults_per_ginstr"),
+        ScaleMode::Wall => ("wall", "faults_per_sec"),
+    };
+    if mode == ScaleMode::Wall {
+        let _ = writeln!(
+            out,
+            "bench: scale mode=wall needs at least {} free host cores to mean anything (one per virtual CPU)",
+            rates.last().map(|r| r.0).unwrap_or(1)
+        );
+    }
+    let _ = write!(out, "BENCH name=scale mode={}", mode_name);
     for (cpus, rate) in &rates {
-        let _ = write!(out, " cpus{}_faults_per_sec={}", cpus, rate);
+        let _ = write!(out, " cpus{}_{}={}", cpus, unit, rate);
     }
     for (cpus, rate) in rates.iter().skip(1) {
         let _ = write!(out, " ratio{}={}", cpus, Ratio(*rate, one));
+    }
+    if mode == ScaleMode::Wall {
+        let _ = write!(
+            out,
+            " min_host_cores={}",
+            rates.last().map(|r| r.0).unwrap_or(1)
+        );
     }
     let _ = writeln!(out);
 }
