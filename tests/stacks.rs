@@ -72,6 +72,10 @@ fn main() {
             run: fast_path::fast_and_slow_grow_several_pages,
         },
         TestCase {
+            name: "fast_grow_across_tables",
+            run: fast_path::fast_grow_across_tables,
+        },
+        TestCase {
             name: "fast_path_leaves_overflow",
             run: fast_path::fast_path_leaves_overflow,
         },
@@ -1582,8 +1586,12 @@ fn exit_frees_everything() -> TestResult {
     let base = Snap::take();
     let mut hs = Vec::new();
     let bad = Arc::new(AtomicU64::new(0));
+    // Every thread waits at the end until all have got there, so they are alive at once by
+    // construction (growth is fast enough for the first ones to be gone otherwise).
+    let arrived = Arc::new(AtomicU64::new(0));
+    let go = Arc::new(AtomicBool::new(false));
     for i in 0..64u64 {
-        let bad = bad.clone();
+        let (bad, arrived, go) = (bad.clone(), arrived.clone(), go.clone());
         let policy = if i % 4 == 0 {
             StackPolicy::Fixed
         } else {
@@ -1600,11 +1608,20 @@ fn exit_frees_everything() -> TestResult {
                     }
                 });
                 bad.fetch_add(b, Ordering::SeqCst);
+                arrived.fetch_add(1, Ordering::SeqCst);
+                while !go.load(Ordering::SeqCst) {
+                    sched::sleep_ms(1);
+                }
             })
             .map_err(|e| format!("spawn: {}", e))?,
         );
     }
+    let end = deadline_in(10_000);
+    while arrived.load(Ordering::SeqCst) < hs.len() as u64 && !past(end) {
+        sched::sleep_ms(1);
+    }
     let peak = Snap::take();
+    go.store(true, Ordering::SeqCst);
     for h in hs {
         h.join();
     }

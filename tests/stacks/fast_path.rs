@@ -332,3 +332,80 @@ pub(super) fn reserve_short_goes_to_slow_path() -> TestResult {
     }
     Ok(())
 }
+
+/// One growth whose pages lie in two different last-level tables (the reservation straddles
+/// a 2 MiB boundary of the arena): the fast path finds each page's table on its own. Threads
+/// are kept alive, parked, until one gets such a reservation (fresh slots: about one in a
+/// hundred with 16 KiB stacks, one in eight with 256 KiB ones; reused slots come in any
+/// order, hence the many tries); that one grows from its base up in one fault and checks
+/// every page.
+pub(super) fn fast_grow_across_tables() -> TestResult {
+    const CHUNK: u64 = 2 << 20;
+    const MAX_THREADS: usize = 1500;
+    let result: Arc<IrqMutex<Option<TestResult>>> = Arc::new(IrqMutex::new(None));
+    let release = Arc::new(AtomicBool::new(false));
+    let looked = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    let mut failure = None;
+    for _ in 0..MAX_THREADS {
+        let (r, rel, seen) = (result.clone(), release.clone(), looked.clone());
+        let h = sched::spawn_with("fastcross", StackPolicy::Dynamic, move || {
+            let s = &me().stack;
+            let bottom = s.mapped_bottom();
+            let boundary = (s.base() / CHUNK + 1) * CHUNK;
+            if boundary > s.base() + 8 && boundary < bottom {
+                let low = s.base();
+                let taken = paths_taken(|| {
+                    // SAFETY: the lowest page of this thread's own reservation.
+                    unsafe { core::ptr::write_volatile((low + 8) as *mut u64, 0) }
+                });
+                let outcome = if taken != (1, 0) {
+                    Err(format!("(fast, slow) growths {:?}, want (1, 0)", taken))
+                } else if s.mapped_bottom() != low {
+                    Err(format!(
+                        "mapped down to {:#x}, want {:#x}",
+                        s.mapped_bottom(),
+                        low
+                    ))
+                } else {
+                    check_new_pages(low, bottom)
+                };
+                *r.lock() = Some(outcome);
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            while !rel.load(Ordering::SeqCst) {
+                sched::park();
+            }
+        });
+        match h {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                failure = Some(format!("spawn: {}", e));
+                break;
+            }
+        }
+        // Wait until this one has looked at its reservation, so the next gets another slot.
+        let end = deadline_in(5000);
+        while looked.load(Ordering::SeqCst) < handles.len() && !past(end) {
+            sched::yield_now();
+        }
+        if result.lock().is_some() {
+            break;
+        }
+    }
+    release.store(true, Ordering::SeqCst);
+    wake_all_named("fastcross");
+    for h in handles {
+        h.join();
+    }
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    let r = result.lock().take();
+    r.unwrap_or_else(|| {
+        Err(format!(
+            "none of {} threads got a reservation across a 2 MiB boundary",
+            MAX_THREADS
+        ))
+    })
+}
