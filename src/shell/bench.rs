@@ -96,8 +96,9 @@ impl core::fmt::Display for Pct {
 }
 
 /// Runs the benchmarks of `plan`, one `BENCH` line each: every benchmark at full size
-/// (`Full`) or small sizes for tests (`Quick`), or only `scale` at full size (`Scale`, for a
-/// boot without `-icount`, which would serialise the CPUs it measures).
+/// (`Full`) or small sizes for tests (`Quick`), `scale` judged by instructions (`mode=icount`,
+/// meant for a boot under `-icount`); or only `scale` at full size by wall-clock time
+/// (`Scale`, `mode=wall`, for a boot without `-icount` on a host with a free core per CPU).
 pub fn run(plan: BenchPlan, out: &mut dyn Write) {
     if sched::workload_threads() > 0 {
         let _ = writeln!(
