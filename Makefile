@@ -8,9 +8,11 @@ CPU       ?= cortex-a72
 BOOTARGS  ?=
 QEMUFLAGS ?=
 PROFILE   ?= release
-# make test: T=substring runs only the cases whose name contains it; TESTFLAGS go to
+# make test: T=substring runs only the cases whose name contains it; REPEAT=N runs the whole
+# selection N times and lists every case that failed in any run; TESTFLAGS go to
 # scripts/run_tests.py (e.g. TESTFLAGS='-j 1 -v').
 T         ?=
+REPEAT    ?= 1
 TESTFLAGS ?=
 # make gdb: the port QEMU's gdb stub listens on, and extra gdb options (e.g. GDBFLAGS='-batch -ex bt').
 GDBPORT   ?= 1234
@@ -107,7 +109,7 @@ help:
 	@echo 'Variables, set on the command line (now):'
 	@printf '  %-10s %s\n' BOARD $(call sh,$(BOARD)) SMP $(call sh,$(SMP)) MEM $(call sh,$(MEM)) \
 		CPU $(call sh,$(CPU)) BOOTARGS $(call sh,$(BOOTARGS)) QEMUFLAGS $(call sh,$(QEMUFLAGS)) \
-		PROFILE $(call sh,$(PROFILE)) T $(call sh,$(T)) TESTFLAGS $(call sh,$(TESTFLAGS)) \
+		PROFILE $(call sh,$(PROFILE)) T $(call sh,$(T)) REPEAT $(call sh,$(REPEAT)) TESTFLAGS $(call sh,$(TESTFLAGS)) \
 		GDBPORT $(call sh,$(GDBPORT)) GDBFLAGS $(call sh,$(GDBFLAGS)) DTB $(call sh,$(DTB))
 	@echo "e.g. make run BOOTARGS='init=\"mem; cpus; poweroff\"'    make test T=shell"
 	@echo "     make run BOARD=rpi3    make image BOARD=rpi4 (kernel8.img: docs/raspberry-pi.md)"
@@ -131,7 +133,7 @@ run: $(BOOTABLE)
 # Every board's QEMU cases run, unless BOARD is given: then only that board's.
 test: setup
 	@$(call need,python3,python3)
-	python3 scripts/run_tests.py $(if $(T),-k $(call sh,$(T))) \
+	python3 scripts/run_tests.py $(if $(T),-k $(call sh,$(T))) --repeat $(call sh,$(REPEAT)) \
 		$(if $(filter command line environment,$(origin BOARD)),--board $(call sh,$(BOARD))) $(TESTFLAGS)
 
 # The benchmarks on QEMU virt, written with how they were made (QEMU version, options, date,
@@ -156,7 +158,7 @@ endif
 STRESS_SECONDS ?= 600
 stress: setup
 	SMP=4 MEM=512M TIMEOUT=$$(( $(STRESS_SECONDS) + 300 )) BOOTARGS='stress.seconds=$(STRESS_SECONDS)' \
-		cargo test --release --test stress
+		cargo test --release --features test-hooks --test stress
 
 image: build
 	$(OBJCOPY) -O binary $(KERNEL) $(IMAGE)
@@ -188,7 +190,8 @@ gdb: $(BOOTABLE)
 # For the target: the library, the kernel and the test kernels (the library's unit tests
 # need std, so they are linted on the host, in test mode).
 clippy: setup
-	cargo clippy --lib --bins $(foreach t,$(TEST_KERNELS),--test $(t)) -- -D warnings
+	cargo clippy --lib --bins -- -D warnings
+	cargo clippy --lib --features test-hooks $(foreach t,$(TEST_KERNELS),--test $(t)) -- -D warnings
 	cargo clippy --lib --profile test --target $(HOST) -- -D warnings
 
 # The library's documentation as rustdoc builds it for the target, with every rustdoc

@@ -5,7 +5,7 @@ Three kinds of case, in this order:
 
 1. Host unit tests: `cargo test --lib --target <host triple>`; each libtest test is a case,
    named `host::<path>`.
-2. Test kernels: each `[[test]]` target of Cargo.toml (tests/<area>.rs, harness = false) is
+2. Test kernels: each `[[test]]` target of Cargo.toml (tests/<area>.rs or tests/<area>/main.rs, harness = false) is
    booted in QEMU once per configuration that tests/qemu.toml lists for it. Every line
    `TEST <name> ... ok` or `TEST <name> ... FAILED: <reason>` it prints is a case named
    `<kernel>::<name> [<config>]`. The boot itself fails too (with the last lines of its output)
@@ -29,6 +29,12 @@ QEMU `raspi3b`/`raspi4b` with the board's real device tree (`-dtb`, which is als
 passes `-append`), base options `-M <machine> -dtb <tree> -nographic -semihosting -kernel
 <image>`. A board whose QEMU machine is missing, or needs a newer QEMU (`raspi4b`: 9.0), is
 skipped with a note. `--board` runs one board's QEMU cases only.
+
+The production kernel is also checked for test hooks: the test kernels are built with the
+cargo feature `test-hooks`, the kernel without it, and its symbols must not name them.
+
+`--repeat N` runs the whole selection N times (built once; host tests included) and ends
+with every case that failed in any run and in which runs: the gate against flaky cases.
 
 Python 3.11 standard library only. `--help` lists the options; exit status 0 when at least
 one case ran and none failed, 1 otherwise, 2 for a bad manifest or bad usage.
@@ -89,6 +95,9 @@ class Board:
     min_qemu: tuple[int, int]  # oldest QEMU with the machine
 
 
+# Cargo features of the test kernels (and only of them): the test hooks (Cargo.toml).
+TEST_FEATURES = "test-hooks"
+
 BOARDS = {
     "virt": Board("virt", (), BASE_MACHINE, "", False, (0, 0)),
     "rpi3": Board(
@@ -125,20 +134,31 @@ class Result:
 class Report:
     """Prints results as they come (from several threads) and counts them."""
 
-    def __init__(self) -> None:
+    def __init__(self, runs: int = 1) -> None:
         self.lock = threading.Lock()
         self.passed = 0
         self.failed: list[str] = []
+        self.runs = runs
+        self.run = 1  # which of the `runs` runs of the suite is going on
+        self.failed_in: dict[str, list[int]] = {}  # case -> the runs it failed in
+
+    def start_run(self, run: int) -> None:
+        with self.lock:
+            self.run = run
+            if self.runs > 1:
+                print(f"\n=== run {run} of {self.runs} ===", flush=True)
 
     def add(self, results: list[Result], log: list[str] | None = None) -> None:
         with self.lock:
+            tag = f"[run {self.run}] " if self.runs > 1 else ""
             for r in results:
                 if r.ok:
                     self.passed += 1
-                    print(f"PASS {r.name}")
+                    print(f"PASS {tag}{r.name}")
                 else:
                     self.failed.append(r.name)
-                    print(f"FAIL {r.name}: {r.reason}" if r.reason else f"FAIL {r.name}")
+                    self.failed_in.setdefault(r.name, []).append(self.run)
+                    print(f"FAIL {tag}{r.name}: {r.reason}" if r.reason else f"FAIL {tag}{r.name}")
                 for line in r.details:
                     print(f"    {line}")
             if log:
@@ -152,11 +172,18 @@ class Report:
 
     def finish(self) -> int:
         with self.lock:
-            if self.failed:
-                print(f"\nfailed ({len(self.failed)}):")
-                for name in self.failed:
-                    print(f"  {name}")
-            print(f"{self.passed} passed, {len(self.failed)} failed", flush=True)
+            if self.runs > 1:
+                if self.failed_in:
+                    print(f"\ncases that failed in any of the {self.runs} runs ({len(self.failed_in)}):")
+                    for name, runs in self.failed_in.items():
+                        print(f"  {name}  (run{'s' if len(runs) > 1 else ''} {', '.join(map(str, runs))})")
+                print(f"{self.runs} runs: {self.passed} passed, {len(self.failed)} failed", flush=True)
+            else:
+                if self.failed:
+                    print(f"\nfailed ({len(self.failed)}):")
+                    for name in self.failed:
+                        print(f"  {name}")
+                print(f"{self.passed} passed, {len(self.failed)} failed", flush=True)
             return 1 if self.failed or not self.passed else 0
 
 
@@ -358,6 +385,26 @@ def make_image(elf: str, out: Path, host: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 # QEMU
+
+
+# Names of the test hooks (Cargo feature test-hooks) as they appear in an ELF's symbols.
+TEST_HOOK_SYMBOLS = (b"exhaust_exception_stack", b"inject_fault_in_growth_path", b"INJECT_FAULT")
+
+
+def check_no_test_hooks(board: str, elf: str) -> Result | None:
+    """The production kernel (built without the test-hooks feature) contains none of the test
+    hooks: their names are absent from its symbols (release builds keep them: debug = true)."""
+    name = "kernel has no test hooks" + ("" if board == DEFAULT_BOARD else f" [{board}]")
+    try:
+        data = Path(elf).read_bytes()
+    except OSError as e:
+        return Result(name, False, f"cannot read {elf}: {e}")
+    if b"exception_dispatch" not in data:
+        return Result(name, False, f"{elf} has no symbols to look at (exception_dispatch is missing)")
+    found = [h.decode() for h in TEST_HOOK_SYMBOLS if h in data]
+    if found:
+        return Result(name, False, f"{elf} contains {', '.join(found)}")
+    return Result(name, True)
 
 
 def machine_type(value: str) -> str | None:
@@ -649,6 +696,13 @@ def main() -> int:
     ap.add_argument("-v", "--verbose", action="store_true", help="print every boot's whole output")
     ap.add_argument("--list", action="store_true", help="list the QEMU cases that would run, and stop")
     ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the whole selection N times (built once) and report every case that failed in any run",
+    )
+    ap.add_argument(
         "--list-test-targets", action="store_true", help="print the [[test]] targets of Cargo.toml, and stop"
     )
     args = ap.parse_args()
@@ -671,7 +725,10 @@ def main() -> int:
     def wanted(key: str) -> bool:
         return not args.filter or args.filter in key
 
-    report = Report()
+    if args.repeat < 1:
+        print("run_tests.py: --repeat wants a count of at least 1", file=sys.stderr)
+        return 2
+    report = Report(args.repeat)
     host = args.host or host_triple()
 
     # Kernels declared in Cargo.toml but missing from the manifest still run, once, as they are.
@@ -709,9 +766,6 @@ def main() -> int:
     kernel_runs = [(k, c) for k, c in kernel_runs if k.board not in skipped]
     shell_runs = [s for s in shell_runs if s.board not in skipped]
 
-    if not args.no_host:
-        run_host_tests(host, args.filter, report)
-
     # Build what the selected cases boot, per board (each in its own target directory).
     # Keys: (board, KERNEL_BIN) for the kernel, (board, "test:<name>") for a test kernel.
     kernels: dict[tuple[str, str], str] = {}
@@ -719,6 +773,24 @@ def main() -> int:
     for board in sorted({s.board for s in shell_runs} | {k.board for k, _ in kernel_runs}):
         cargo = list(BOARDS[board].cargo)
         suffix = "" if board == DEFAULT_BOARD else f" for {board}"
+        names = sorted(
+            {k.name for k, _ in kernel_runs if k.name in declared and k.board == board}
+            | {s.kernel for s in shell_runs if s.kernel in declared and s.board == board}
+        )
+        if names:
+            ok, found = cargo_artifacts(
+                # The test kernels, with the test hooks the production kernel leaves out.
+                ["test", "--release", "--no-run", "--no-fail-fast", "--features", TEST_FEATURES, *cargo,
+                 *(a for n in names for a in ("--test", n))]
+            )
+            for n in names:
+                if n in found:
+                    kernels[(board, f"test:{n}")] = found[n]
+                else:
+                    build_failed[(board, f"test:{n}")] = f"test kernel '{n}' did not build{suffix}"
+        # The kernel after the test kernels: `cargo test` also builds the kernel binary (with
+        # the test hooks) and puts it where `cargo build` puts it; building it again last
+        # puts the production one back there.
         if args.kernel and board == DEFAULT_BOARD:
             kernels[(board, KERNEL_BIN)] = args.kernel
         elif any(s.board == board for s in shell_runs):
@@ -727,19 +799,6 @@ def main() -> int:
                 kernels[(board, KERNEL_BIN)] = found[KERNEL_BIN]
             else:
                 build_failed[(board, KERNEL_BIN)] = f"the kernel did not build{suffix}"
-        names = sorted(
-            {k.name for k, _ in kernel_runs if k.name in declared and k.board == board}
-            | {s.kernel for s in shell_runs if s.kernel in declared and s.board == board}
-        )
-        if names:
-            ok, found = cargo_artifacts(
-                ["test", "--release", "--no-run", "--no-fail-fast", *cargo, *(a for n in names for a in ("--test", n))]
-            )
-            for n in names:
-                if n in found:
-                    kernels[(board, f"test:{n}")] = found[n]
-                else:
-                    build_failed[(board, f"test:{n}")] = f"test kernel '{n}' did not build{suffix}"
     for k, _ in kernel_runs:
         if k.name not in declared:
             build_failed[(k.board, f"test:{k.name}")] = f"no [[test]] target named '{k.name}' in Cargo.toml"
@@ -795,15 +854,23 @@ def main() -> int:
         result = judge_shell(spec, boot)
         report.add([result], boot_log(boot, result.ok))
 
+    hooks = [check_no_test_hooks(key[0], elf) for key, elf in sorted(kernels.items()) if key[1] == KERNEL_BIN]
+    hooks = [r for r in hooks if r and wanted(r.name)]
+
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs))
     try:
-        futures = [pool.submit(run_kernel, k, c) for k, c in kernel_runs]
-        futures += [pool.submit(run_shell, s) for s in shell_runs]
-        for f in concurrent.futures.as_completed(futures):
-            if exc := f.exception():
-                if isinstance(exc, KeyboardInterrupt):
-                    raise exc
-                report.add([Result("run_tests.py", False, f"internal error: {exc!r}")])
+        for run in range(1, args.repeat + 1):
+            report.start_run(run)
+            if not args.no_host:
+                run_host_tests(host, args.filter, report)
+            report.add(hooks)
+            futures = [pool.submit(run_kernel, k, c) for k, c in kernel_runs]
+            futures += [pool.submit(run_shell, s) for s in shell_runs]
+            for f in concurrent.futures.as_completed(futures):
+                if exc := f.exception():
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise exc
+                    report.add([Result("run_tests.py", False, f"internal error: {exc!r}")])
     except KeyboardInterrupt:
         runner.stop_all()
         pool.shutdown(wait=True, cancel_futures=True)

@@ -1,7 +1,7 @@
 //! Per-CPU identity: which CPU am I, found through `TPIDR_EL1`.
 //!
 //! Each subsystem keeps its own per-CPU state in arrays indexed by [`cpu_index`]; this module
-//! owns only the small block `TPIDR_EL1` points at (the emergency stack the vector entry
+//! owns only the small block `TPIDR_EL1` points at (where the emergency stack the vector entry
 //! switches to when the exception stack overflows, and the CPU's index). Calls nothing else.
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -10,7 +10,7 @@ use aarch64_cpu::registers::{Readable, Writeable, TPIDR_EL1};
 /// Most CPUs the kernel supports.
 pub const MAX_CPUS: usize = 8;
 
-const EMERGENCY_STACK_SIZE: usize = 8192;
+const _: () = assert!(MAX_CPUS <= crate::mm::layout::EMERGENCY_STACKS_FIRST_WINDOW);
 
 /// Where `emergency_sp` lies in [`PerCpu`], for `vectors.s`.
 pub const EMERGENCY_SP_OFFSET: usize = core::mem::offset_of!(PerCpu, emergency_sp);
@@ -27,12 +27,6 @@ pub struct PerCpu {
     pub mpidr: AtomicU64,
 }
 
-#[repr(C, align(16))]
-struct EmergencyStacks([[u8; EMERGENCY_STACK_SIZE]; MAX_CPUS]);
-
-static mut EMERGENCY_STACKS: EmergencyStacks =
-    EmergencyStacks([[0; EMERGENCY_STACK_SIZE]; MAX_CPUS]);
-
 static PER_CPU: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
         emergency_sp: AtomicU64::new(0),
@@ -42,13 +36,11 @@ static PER_CPU: [PerCpu; MAX_CPUS] = [const {
 }; MAX_CPUS];
 
 /// Points `TPIDR_EL1` of the calling CPU at CPU `index`'s block. Called first thing on every
-/// CPU, before anything can fault.
+/// CPU, before anything can fault. The emergency stack (mapped with the exception stacks,
+/// guarded and aligned like them: see `mm::layout`) is used only once those are up.
 pub fn init_this_cpu(index: usize, mpidr: u64) {
     let block = &PER_CPU[index];
-    // SAFETY: only the address of the static is taken; nothing reads it through this pointer
-    // except the vector entry, after this store.
-    let top = unsafe { core::ptr::addr_of!(EMERGENCY_STACKS.0[index]) as u64 }
-        + EMERGENCY_STACK_SIZE as u64;
+    let top = crate::mm::layout::emergency_stack_top(index);
     block.emergency_sp.store(top, Ordering::Relaxed);
     block.index.store(index, Ordering::Relaxed);
     block.mpidr.store(mpidr, Ordering::Relaxed);
@@ -61,6 +53,13 @@ pub fn cpu_index() -> usize {
     let block = TPIDR_EL1.get() as *const PerCpu;
     // SAFETY: init_this_cpu set TPIDR_EL1 to a PER_CPU entry before any caller can run.
     unsafe { (*block).index.load(Ordering::Relaxed) }
+}
+
+/// The top of the emergency stack the vector entry switches to on this CPU.
+pub fn emergency_stack_top() -> u64 {
+    let block = TPIDR_EL1.get() as *const PerCpu;
+    // SAFETY: as in cpu_index.
+    unsafe { (*block).emergency_sp.load(Ordering::Relaxed) }
 }
 
 /// CPU `index`'s block.

@@ -51,7 +51,7 @@ pub fn enable_input_interrupt() {
     }
 }
 
-static DEVICE: spin::Once<&'static dyn ConsoleDevice> = spin::Once::new();
+static DEVICE: crate::sync::Once<&'static dyn ConsoleDevice> = crate::sync::Once::new();
 static OUTPUT: IrqMutex<()> = IrqMutex::new(());
 
 const INPUT_SIZE: usize = 1024;

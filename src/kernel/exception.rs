@@ -5,24 +5,21 @@
 //! that belongs to one thread ends that thread with a report and the kernel carries on; a
 //! fault in the kernel's own exception context, or in a thread that holds locks, is a panic.
 //! Calls `stack` (the fault path), `sched` (syscalls, termination) and `irq`.
-use core::sync::atomic::{AtomicU64, Ordering};
-
 use aarch64_cpu::registers::{Readable, ESR_EL1, FAR_EL1};
 
 use crate::arch::trap::{ExceptionClass, Syndrome, TrapFrame};
 use crate::sched::{self, Thread, ThreadKind};
 use crate::stack::{self, FaultOutcome};
+use crate::sync::IrqMutex;
 
-/// The last fatal fault of a thread: (tid, ESR, FAR), for tests that provoke one.
-static LAST_FAULT: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+/// The last fatal fault of a thread: (tid, ESR, FAR), for tests that provoke one. One record
+/// under one lock, so faults on several CPUs at once never mix one thread's id with another's
+/// ESR or FAR. Held only for the copy, with IRQs masked, by code that cannot fault.
+static LAST_FAULT: IrqMutex<(u64, u64, u64)> = IrqMutex::new((0, 0, 0));
 
-/// The thread id, ESR and FAR of the last thread that was ended by a fault.
+/// The thread id, ESR and FAR of the last thread that was ended by a fault, as one record.
 pub fn last_fault() -> (u64, u64, u64) {
-    (
-        LAST_FAULT[0].load(Ordering::Acquire),
-        LAST_FAULT[1].load(Ordering::Relaxed),
-        LAST_FAULT[2].load(Ordering::Relaxed),
-    )
+    *LAST_FAULT.lock()
 }
 
 /// Vector kinds, as `vectors.s` numbers them.
@@ -69,6 +66,7 @@ fn vector_name(kind: u64) -> &'static str {
 fn thread_sync(frame: &mut TrapFrame) {
     let syndrome = Syndrome(ESR_EL1.get());
     match syndrome.class() {
+        #[cfg(feature = "test-hooks")]
         ExceptionClass::Svc
             if syndrome.svc_imm() == sched::syscall::TEST_EXHAUST_EXCEPTION_STACK =>
         {
@@ -176,9 +174,7 @@ fn report_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) {
 /// be done safely (it holds locks, or it is a CPU's idle thread).
 fn end_thread(frame: &mut TrapFrame, what: &str, syndrome: Syndrome, far: u64) {
     let t = current();
-    LAST_FAULT[1].store(syndrome.0, Ordering::Relaxed);
-    LAST_FAULT[2].store(far, Ordering::Relaxed);
-    LAST_FAULT[0].store(t.tid, Ordering::Release);
+    *LAST_FAULT.lock() = (t.tid, syndrome.0, far);
     print_backtrace_within(frame.fp(), t.stack.mapped_bottom(), t.stack.top());
     let locks = crate::sync::locks_held();
     if locks > 0 || t.kind == ThreadKind::Idle {
@@ -274,7 +270,9 @@ fn print_repeats(repeats: u32) {
 }
 
 /// Test hook: recurses on the exception stack until it runs into its guard page, which
-/// must end in the exception-stack overflow report (see `vectors.s`), never a hang.
+/// must end in the exception-stack overflow report (see `vectors.s`), never a hang. Only in
+/// kernels built with the `test-hooks` feature (the test kernels).
+#[cfg(feature = "test-hooks")]
 #[inline(never)]
 fn exhaust_exception_stack(depth: u64) -> u64 {
     let mut frame = [0u8; 512];

@@ -11,7 +11,7 @@ use crate::drivers::gic::{InterruptController, SgiTarget};
 /// The SGI another CPU sends to make an idle CPU look at its run queue.
 pub const SGI_RESCHEDULE: u32 = 1;
 
-static CONTROLLER: spin::Once<&'static dyn InterruptController> = spin::Once::new();
+static CONTROLLER: crate::sync::Once<&'static dyn InterruptController> = crate::sync::Once::new();
 static TIMER_INTID: AtomicU32 = AtomicU32::new(u32::MAX);
 static UART_INTID: AtomicU32 = AtomicU32::new(u32::MAX);
 

@@ -60,7 +60,7 @@ pub struct BootInfo {
     pub psci: Option<Conduit>,
 }
 
-static BOOT_INFO: spin::Once<BootInfo> = spin::Once::new();
+static BOOT_INFO: crate::sync::Once<BootInfo> = crate::sync::Once::new();
 
 /// What boot found; available from the first thread on.
 pub fn boot_info() -> &'static BootInfo {
@@ -436,18 +436,24 @@ fn map_or_fail(pa: u64, size: u64) -> u64 {
     }
 }
 
+/// Maps CPU `cpu`'s exception stack and its emergency stack, each the upper half of its
+/// window (the lower half stays unmapped: the guard).
 fn map_exception_stack(cpu: usize) {
-    let top = layout::exception_stack_top(cpu);
     let size = layout::EXCEPTION_STACK_SIZE as u64;
     let pages = layout::EXCEPTION_STACK_SIZE / PAGE_SIZE;
-    let Some(pa) = frame::alloc(pages) else {
-        early_fail(format_args!("no memory for cpu {}'s exception stack", cpu));
-    };
-    if let Err(e) = kspace::map(top - size, pa, size, Attributes::DATA, false) {
-        early_fail(format_args!(
-            "cannot map cpu {}'s exception stack: {}",
-            cpu, e
-        ));
+    for (top, what) in [
+        (layout::exception_stack_top(cpu), "exception"),
+        (layout::emergency_stack_top(cpu), "emergency"),
+    ] {
+        let Some(pa) = frame::alloc(pages) else {
+            early_fail(format_args!("no memory for cpu {}'s {} stack", cpu, what));
+        };
+        if let Err(e) = kspace::map(top - size, pa, size, Attributes::DATA, false) {
+            early_fail(format_args!(
+                "cannot map cpu {}'s {} stack: {}",
+                cpu, what, e
+            ));
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! 0xFFFF_8000_0000_0000  stack arena: thread stack reservations, each with a guard gap below
 //! 0xFFFF_FFFE_0000_0000  device (MMIO) window, handed out in page multiples
 //! 0xFFFF_FFFE_8000_0000  DTB window (up to 8 MiB, mapped read-only)
-//! 0xFFFF_FFFF_0000_0000  per-CPU exception stacks, each 32 KiB window = 16 KiB guard + 16 KiB stack
+//! 0xFFFF_FFFF_0000_0000  per-CPU exception stacks, then per-CPU emergency stacks, each in a
+//!                        32 KiB window = 16 KiB guard + 16 KiB stack
 //! 0xFFFF_FFFF_8000_0000  kernel image (text RX, rodata R, data/bss RW)
 //! ```
 //! Owns only constants and address arithmetic; calls nothing.
@@ -62,6 +63,23 @@ pub const fn exception_stack_top(cpu: usize) -> u64 {
     EXCEPTION_STACKS_BASE + (cpu as u64 + 1) * EXCEPTION_STACK_WINDOW
 }
 
+/// Windows of the exception-stack region before the first emergency stack: one per CPU the
+/// kernel supports (`percpu::MAX_CPUS` checks that it fits).
+pub const EMERGENCY_STACKS_FIRST_WINDOW: usize = 8;
+
+/// Top of CPU `cpu`'s emergency stack, which the vector entry switches to when the exception
+/// stack has run out. Laid out like an exception stack (the upper half of a window, an
+/// unmapped guard below), so the same bit-14 check guards it too.
+pub const fn emergency_stack_top(cpu: usize) -> u64 {
+    exception_stack_top(EMERGENCY_STACKS_FIRST_WINDOW + cpu)
+}
+
+/// Whether `sp` may be the stack pointer of a frame on a stack laid out as the vector entry
+/// expects (bit 14 set: the upper half of a 32 KiB window, see vectors.s).
+pub const fn passes_vector_check(sp: u64) -> bool {
+    sp & (EXCEPTION_STACK_SIZE as u64) != 0
+}
+
 /// Rounds `x` up to a multiple of the power of two `align`.
 pub const fn align_up(x: u64, align: u64) -> u64 {
     (x + align - 1) & !(align - 1)
@@ -85,6 +103,12 @@ mod tests {
             assert_ne!((top - 272) & (1 << 14), 0);
             assert_ne!((top - EXCEPTION_STACK_SIZE as u64) & (1 << 14), 0);
             assert_eq!((top - EXCEPTION_STACK_SIZE as u64 - 8) & (1 << 14), 0);
+            let em = emergency_stack_top(cpu);
+            assert!(passes_vector_check(em - 272));
+            assert!(passes_vector_check(em - EXCEPTION_STACK_SIZE as u64));
+            assert!(!passes_vector_check(em - EXCEPTION_STACK_SIZE as u64 - 8));
+            // No emergency stack shares a window with an exception stack.
+            assert!(em - EXCEPTION_STACK_WINDOW >= exception_stack_top(7));
         }
     }
 
@@ -96,6 +120,7 @@ mod tests {
             assert!(DEVICE_BASE + DEVICE_SIZE <= DTB_BASE);
             assert!(DTB_BASE + DTB_MAX_SIZE as u64 <= EXCEPTION_STACKS_BASE);
             assert!(exception_stack_top(255) <= KERNEL_BASE);
+            assert!(emergency_stack_top(255) <= KERNEL_BASE);
         }
     }
 }

@@ -106,8 +106,26 @@ pub fn kill(tid: u64) -> Result<u64, KillError> {
             return Ok(0);
         }
     }
-    wait_for_kills(&mut |_, _| {}, 1);
+    wait_until_reaped(tid);
     Ok(1)
+}
+
+/// Waits until thread `tid` is gone and its memory is back, however many other kills are
+/// still pending (a kill of one thread must not wait for everybody's).
+fn wait_until_reaped(tid: u64) {
+    loop {
+        if !THREADS.lock().contains_key(&tid) {
+            // The reaper took it out of the table in a batch counted in REAP_STARTED before
+            // that (seen through the table lock); once REAP_DONE reaches what REAP_STARTED
+            // says now, that batch has given its memory back.
+            let started = REAP_STARTED.load(Ordering::SeqCst);
+            while REAP_DONE.load(Ordering::SeqCst) < started {
+                sleep_ms(1);
+            }
+            return;
+        }
+        sleep_ms(1);
+    }
 }
 
 /// Asks every workload thread to exit and waits until all are gone; `progress(done, total)`

@@ -62,7 +62,11 @@ pub mod syscall {
     pub const EXIT: u16 = 4;
     /// Do nothing and return: the cost of a system call round trip, for benchmarks.
     pub const NOP: u16 = 5;
+    /// Pin the calling thread to the CPU in x0 and move it there (x0: 0 done, 1 refused).
+    pub const PIN_TO: u16 = 6;
     /// Test hook: recurse in the handler until the exception stack overflows (a panic).
+    /// Only kernels built with the `test-hooks` feature (the test kernels) handle it.
+    #[cfg(feature = "test-hooks")]
     pub const TEST_EXHAUST_EXCEPTION_STACK: u16 = 0x7e;
 }
 
@@ -102,6 +106,9 @@ static NEXT_TID: AtomicU64 = AtomicU64::new(1);
 static WORKLOAD_THREADS: AtomicUsize = AtomicUsize::new(0);
 static UNSETTLED: AtomicUsize = AtomicUsize::new(0);
 static PENDING_KILLS: AtomicUsize = AtomicUsize::new(0);
+/// Reaper batches begun and finished (memory back), for [`kill`] to wait for one thread.
+static REAP_STARTED: AtomicU64 = AtomicU64::new(0);
+static REAP_DONE: AtomicU64 = AtomicU64::new(0);
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
 
 struct Zombies {
@@ -115,7 +122,7 @@ static ZOMBIES: IrqMutex<Zombies> = IrqMutex::new(Zombies {
 static REAPER: AtomicPtr<Thread> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Hook the interrupt layer provides to poke an idle CPU (a reschedule SGI).
-static KICK: spin::Once<fn(usize)> = spin::Once::new();
+static KICK: crate::sync::Once<fn(usize)> = crate::sync::Once::new();
 
 /// Registers how to wake CPU `n` from `wfi` when work arrives for it.
 pub fn set_kick(kick: fn(usize)) {
@@ -183,6 +190,17 @@ pub fn sleep_ms(ms: u64) {
     sleep_ns(ms * 1_000_000);
 }
 
+/// Pins the calling thread to CPU `cpu` (it is never migrated again) and moves it there:
+/// returns running on `cpu`. For tests and benchmarks that need a thread to change CPUs at a
+/// known point, rather than hoping the balancer moves it. `false` (and nothing changes) if
+/// `cpu` is not online or this is an idle thread.
+pub fn pin_current_to(cpu: usize) -> bool {
+    let mut result = cpu as u64;
+    // SAFETY: as in svc0; x0 carries the CPU in and 0 (moved) or 1 (refused) out.
+    unsafe { core::arch::asm!("svc #6", inout("x0") result) };
+    result == 0
+}
+
 /// Blocks until [`unpark`] is called for this thread (at once if one already was).
 pub fn park() {
     svc0(syscall::PARK);
@@ -213,14 +231,21 @@ pub fn kill_requested() -> bool {
 
 /// Marks the running workload thread as having reached its resting point (see `settle`).
 pub fn mark_settled() {
-    let _q = QUEUES[cpu_index()].lock();
-    // SAFETY: the current thread's control block; `unsettled` is only changed by itself or
-    // by the exit path, both on its CPU with the queue lock held.
-    let t = unsafe { &mut *current_ptr() };
-    if t.unsettled {
-        t.unsettled = false;
-        UNSETTLED.fetch_sub(1, Ordering::Relaxed);
+    // IRQs masked first: read before, `cpu_index()` may name a CPU the thread has been
+    // moved away from by the time the lock is taken, and that lock would not exclude the
+    // exit path of the CPU it runs on.
+    let daif = crate::arch::irq::save_and_disable();
+    {
+        let _q = QUEUES[cpu_index()].lock();
+        // SAFETY: the current thread's control block; `unsettled` is only changed by itself
+        // or by the exit path, both on its CPU with the queue lock held.
+        let t = unsafe { &mut *current_ptr() };
+        if t.unsettled {
+            t.unsettled = false;
+            UNSETTLED.fetch_sub(1, Ordering::Relaxed);
+        }
     }
+    crate::arch::irq::restore(daif);
 }
 
 /// Declares whether the running thread's stack may be parked while it sleeps: `true` only
@@ -283,13 +308,18 @@ impl JoinHandle {
     }
 
     /// Waits until the thread has ended and its memory is back.
+    ///
+    /// The handover with the reaper is a store then a load on each side (`waiter` then
+    /// `done` here, `done` then `waiter` there), so both are SeqCst: with Release/Acquire
+    /// each load may be ordered before the other side's store (LDAPR on FEAT_LRCPC cores),
+    /// both sides miss each other and this parks forever.
     pub fn join(self) {
         loop {
-            if self.state.done.load(Ordering::Acquire) {
+            if self.state.done.load(Ordering::SeqCst) {
                 return;
             }
-            self.state.waiter.store(current_ptr(), Ordering::Release);
-            if self.state.done.load(Ordering::Acquire) {
+            self.state.waiter.store(current_ptr(), Ordering::SeqCst);
+            if self.state.done.load(Ordering::SeqCst) {
                 return;
             }
             park();

@@ -63,6 +63,34 @@ impl CpuQueue {
         self.len -= 1;
         Some(t)
     }
+
+    /// Unlinks the first thread that is not pinned to this CPU, if any (for stealing: a
+    /// pinned thread at the head must not hide the others behind it).
+    fn take_unpinned(&mut self) -> Option<*mut Thread> {
+        let mut prev: *mut Thread = core::ptr::null_mut();
+        let mut t = self.head;
+        while !t.is_null() {
+            // SAFETY: live control blocks in this queue, under its lock.
+            let next = unsafe { (*t).next };
+            // SAFETY: as above.
+            if !unsafe { (*t).pinned } {
+                if prev.is_null() {
+                    self.head = next;
+                } else {
+                    // SAFETY: as above.
+                    unsafe { (*prev).next = next };
+                }
+                if self.tail == t {
+                    self.tail = prev;
+                }
+                self.len -= 1;
+                return Some(t);
+            }
+            prev = t;
+            t = next;
+        }
+        None
+    }
 }
 
 /// Takes one ready thread from another CPU's queue, if one can be had without waiting.
@@ -74,11 +102,7 @@ pub(super) fn steal(cpu: usize) -> Option<*mut Thread> {
             continue;
         }
         if let Some(mut q) = QUEUES[victim].try_lock() {
-            // SAFETY: the head is a live control block in that queue, under its lock.
-            if q.head.is_null() || unsafe { (*q.head).pinned } {
-                continue;
-            }
-            if let Some(t) = q.pop_front() {
+            if let Some(t) = q.take_unpinned() {
                 QUEUE_LEN[victim].store(q.len, Ordering::Relaxed);
                 // SAFETY: taken from a run queue under its lock; it is ours now.
                 unsafe { (*t).cpu.store(cpu as u32, Ordering::Release) };
@@ -102,11 +126,7 @@ pub(super) fn steal_from_busy(cpu: usize, own_len: usize) -> Option<*mut Thread>
         return None;
     }
     let mut q = QUEUES[victim].try_lock()?;
-    // SAFETY: the head is a live control block in that queue, under its lock.
-    if q.head.is_null() || unsafe { (*q.head).pinned } {
-        return None;
-    }
-    let t = q.pop_front()?;
+    let t = q.take_unpinned()?;
     QUEUE_LEN[victim].store(q.len, Ordering::Relaxed);
     // SAFETY: taken from a run queue under its lock; it is ours now.
     unsafe { (*t).cpu.store(cpu as u32, Ordering::Release) };

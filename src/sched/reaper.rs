@@ -73,6 +73,7 @@ pub(super) fn reap_list(
 ) {
     while !t.is_null() {
         let mut killed = 0;
+        let batch_no = REAP_STARTED.fetch_add(1, Ordering::SeqCst) + 1;
         while !t.is_null() && batch.has_room() && joins.len() < joins.capacity() {
             // SAFETY: dead control blocks handed over through the zombie list; no CPU runs
             // or queues them any more, so this is the only reference.
@@ -102,9 +103,11 @@ pub(super) fn reap_list(
         batch.finish();
         // Only now is their memory back: `kill` waits for this count.
         PENDING_KILLS.fetch_sub(killed, Ordering::Release);
+        REAP_DONE.store(batch_no, Ordering::SeqCst);
         for j in joins.drain(..) {
-            j.done.store(true, Ordering::Release);
-            let w = j.waiter.load(Ordering::Acquire);
+            // SeqCst on both sides: see JoinHandle::join.
+            j.done.store(true, Ordering::SeqCst);
+            let w = j.waiter.load(Ordering::SeqCst);
             if !w.is_null() {
                 // SAFETY: the waiter is blocked in join, hence alive.
                 unsafe { unpark(w) };

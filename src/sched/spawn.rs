@@ -90,8 +90,8 @@ pub fn spawn_raw(
     spawn_raw_on(name, kind, policy, entry, arg, join, None)
 }
 
-/// [`spawn_raw`], optionally pinned to one CPU.
-pub(super) fn spawn_raw_on(
+/// [`spawn_raw`], optionally pinned to one CPU (it then runs there only).
+pub fn spawn_raw_on(
     name: &str,
     kind: ThreadKind,
     policy: StackPolicy,
@@ -172,12 +172,17 @@ pub(super) fn enqueue_new(t: *mut Thread, pinned: Option<usize>) {
     kick(cpu);
 }
 
+/// Wakes CPU `cpu` if it is idle. Call after queueing work for it and dropping its queue
+/// lock: a CPU that went idle before our push said so under that lock (`switch_to_next`),
+/// so the load below sees it. IRQs are masked so that "this CPU" stays this CPU.
 pub(super) fn kick(cpu: usize) {
+    let daif = crate::arch::irq::save_and_disable();
     if cpu != cpu_index() && IS_IDLE[cpu].load(Ordering::Acquire) {
         if let Some(k) = KICK.get() {
             k(cpu);
         }
     }
+    crate::arch::irq::restore(daif);
 }
 
 /// Makes a parked thread runnable, or leaves a token so its next `park` returns at once.

@@ -59,6 +59,11 @@ pub(super) fn switch_to_next(
             break idle;
         }
     };
+    // Idle or not, said before the lock goes: a CPU that queues a thread here after this
+    // (under this lock) then sees that this one is idle and kicks it (see `kick`); said
+    // after, it could look in between and find it still busy, and the thread would wait
+    // for the next tick.
+    IS_IDLE[cpu].store(next == idle, Ordering::Release);
     drop(q);
     wake_reaper_if_asked();
     parker::wake_if_asked();
@@ -67,7 +72,6 @@ pub(super) fn switch_to_next(
     th.set_state(ThreadState::Running);
     th.cpu.store(cpu as u32, Ordering::Relaxed);
     CURRENT[cpu].store(next, Ordering::Relaxed);
-    IS_IDLE[cpu].store(next == idle, Ordering::Release);
     *frame = th.context;
     SWITCHES.fetch_add(1, Ordering::Relaxed);
     arm_timer(cpu, true);
@@ -207,8 +211,44 @@ pub fn on_syscall(frame: &mut TrapFrame, num: u16) {
             switch_to_next(frame, cpu, q);
         }
         syscall::EXIT => terminate_current(frame),
+        syscall::PIN_TO => pin_to(frame, cpu),
         _ => frame.x[0] = u64::MAX,
     }
+}
+
+/// The `PIN_TO` system call: pins the current thread to the CPU in `x0` and, if that is not
+/// this one, switches away and then queues it there. Switching first means no other CPU
+/// can run it while `CURRENT` here still names it, and only one queue lock is held at a
+/// time, as everywhere else.
+fn pin_to(frame: &mut TrapFrame, cpu: usize) {
+    let target = frame.x[0] as usize;
+    let t = CURRENT[cpu].load(Ordering::Relaxed);
+    // SAFETY: the current thread's control block; it runs here, so it is in no queue and
+    // nobody else reads `pinned` now.
+    let th = unsafe { &mut *t };
+    if target >= MAX_CPUS || !ONLINE[target].load(Ordering::Acquire) || th.kind == ThreadKind::Idle
+    {
+        frame.x[0] = 1;
+        return;
+    }
+    frame.x[0] = 0;
+    th.pinned = true;
+    if target == cpu {
+        return;
+    }
+    let q = QUEUES[cpu].lock();
+    save_current(frame, cpu);
+    th.set_state(ThreadState::Ready);
+    switch_to_next(frame, cpu, q);
+    // Ready and in no queue: unpark and kill only leave it a token, trim may trim it (its
+    // registers are saved); nobody runs it until it is queued here.
+    {
+        let mut q = QUEUES[target].lock();
+        th.cpu.store(target as u32, Ordering::Release);
+        q.push_back(t);
+        QUEUE_LEN[target].store(q.len, Ordering::Relaxed);
+    }
+    kick(target);
 }
 
 /// Ends the current thread (it exited, was killed, or faulted fatally) and switches away.
@@ -227,7 +267,9 @@ pub fn terminate_current(frame: &mut TrapFrame) {
         }
         th.set_state(ThreadState::Dead);
     }
-    hand_to_reaper(t);
+    // Switch away first: once the reaper has it, the control block may be freed at any
+    // moment, and `CURRENT[cpu]` must not point at it then.
     let q = QUEUES[cpu].lock();
     switch_to_next(frame, cpu, q);
+    hand_to_reaper(t);
 }

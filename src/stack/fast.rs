@@ -194,7 +194,9 @@ stack_grow_fast:
 /// Test hook: the next growth on this CPU faults inside the fast path itself (its reserve's
 /// buffer pointer is replaced by an unmapped address), which must end in a clear report of a
 /// fault in exception context, never a hang. Call it from a thread pinned to this CPU with
-/// IRQs masked, and grow the stack right after: the kernel stops there.
+/// IRQs masked, and grow the stack right after: the kernel stops there. Only in kernels built
+/// with the `test-hooks` feature (the test kernels).
+#[cfg(feature = "test-hooks")]
 pub fn inject_fault_in_fast_path() {
     reserve::poison(crate::percpu::cpu_index());
 }

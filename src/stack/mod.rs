@@ -36,7 +36,7 @@ use crate::percpu::{cpu_index, MAX_CPUS};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
-static CONFIG: spin::Once<StackConfig> = spin::Once::new();
+static CONFIG: crate::sync::Once<StackConfig> = crate::sync::Once::new();
 
 /// Sets the stack configuration from the command line. Called once at boot, before the first
 /// thread; later calls are ignored.
@@ -104,7 +104,9 @@ static GROW_CTL: AtomicU32 = AtomicU32::new(CTL_FAST_GROWS);
 const CTL_GROW_ON_FAULT: u32 = 1 << 0;
 /// The fast path is enabled (tests and `bench` turn it off to measure the slow path).
 const CTL_FAST_PATH: u32 = 1 << 1;
-/// A test asked for a fault inside the growth path ([`inject_fault_in_growth_path`]).
+/// A test asked for a fault inside the growth path (`inject_fault_in_growth_path`, only
+/// with the `test-hooks` feature).
+#[cfg(feature = "test-hooks")]
 const CTL_INJECT_SLOW: u32 = 1 << 2;
 /// The fast path handles growths.
 const CTL_FAST_GROWS: u32 = CTL_GROW_ON_FAULT | CTL_FAST_PATH;
@@ -147,6 +149,7 @@ static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
 static OOM_KILLS: AtomicU64 = AtomicU64::new(0);
 static TRIMMED_PAGES: AtomicU64 = AtomicU64::new(0);
 static SHORTAGES: AtomicU64 = AtomicU64::new(0);
+static CLAIM_RACES: AtomicU64 = AtomicU64::new(0);
 
 fn count_mapped(pages: u64) {
     CREATED_PAGES.fetch_add(pages, Ordering::Relaxed);
@@ -196,6 +199,9 @@ pub struct Stats {
     pub reserve_pages: u64,
     /// Parking: stacks parked now, their blocks' bytes, and counts since boot.
     pub park: park::ParkStats,
+    /// Times a claim on a stack found the other side working on it: a thread due to run
+    /// whose stack trim held, or a trim (or the reaper) that found the stack taken.
+    pub claim_races: u64,
 }
 
 /// Current stack statistics.
@@ -221,6 +227,7 @@ pub fn stats() -> Stats {
         table_pages: arena::table_pages(),
         reserve_pages: reserve::total_pages(),
         park: park::stats(),
+        claim_races: CLAIM_RACES.load(Ordering::Relaxed),
     }
 }
 
@@ -387,14 +394,19 @@ impl Stack {
 
     /// Takes the right to run on this stack. Fails while trim works on it.
     pub fn try_claim(&self) -> bool {
-        self.claim
+        let ok = self
+            .claim
             .compare_exchange(
                 CLAIM_FREE,
                 CLAIM_RUNNING,
                 Ordering::Acquire,
                 Ordering::Relaxed,
             )
-            .is_ok()
+            .is_ok();
+        if !ok {
+            CLAIM_RACES.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
     /// Gives up the right taken by [`try_claim`](Self::try_claim), once the registers are saved.
@@ -518,7 +530,9 @@ pub enum FaultOutcome {
 
 /// Test hook: the next growth faults inside the slow fault path itself (a wild read), which
 /// must end in a clear report of a fault in exception context, never a hang. While it is
-/// pending the fast path stays out of the way, so the next fault reaches [`on_fault`].
+/// pending the fast path stays out of the way, so the next fault reaches [`on_fault`]. Only
+/// in kernels built with the `test-hooks` feature (the test kernels).
+#[cfg(feature = "test-hooks")]
 pub fn inject_fault_in_growth_path() {
     set_ctl(CTL_INJECT_SLOW, true);
 }
@@ -531,6 +545,7 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
         return FaultOutcome::NotStack;
     }
     let ctl = GROW_CTL.load(Ordering::Relaxed);
+    #[cfg(feature = "test-hooks")]
     if ctl & CTL_INJECT_SLOW != 0 {
         set_ctl(CTL_INJECT_SLOW, false);
         // SAFETY: deliberately not safe: an unmapped address, to test the nested-fault report.
@@ -616,6 +631,7 @@ pub fn trim(stack: &Stack, saved_sp: impl FnOnce() -> u64) -> u32 {
         )
         .is_err()
     {
+        CLAIM_RACES.fetch_add(1, Ordering::Relaxed);
         return 0;
     }
     let freed = trim_claimed(stack, saved_sp());
@@ -658,7 +674,11 @@ pub fn trim_all() -> u64 {
                 return;
             };
             let state = t.state();
-            if t.kind == ThreadKind::Idle || state == ThreadState::Running {
+            // A dead thread's stack goes back whole with it, and its saved SP is stale (it
+            // was not saved when it ended): neither parked nor trimmed.
+            if t.kind == ThreadKind::Idle
+                || matches!(state, ThreadState::Running | ThreadState::Dead)
+            {
                 return;
             }
             let asleep = matches!(state, ThreadState::Sleeping | ThreadState::Blocked);

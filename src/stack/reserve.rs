@@ -142,6 +142,7 @@ pub fn drain(cpu: usize) -> usize {
 /// Test hook behind `fast::inject_fault_in_fast_path`: points CPU `cpu`'s buffer at an
 /// unmapped address, so the next growth that takes a page faults in exception context. The
 /// pages it held are lost (the kernel stops at that fault anyway).
+#[cfg(feature = "test-hooks")]
 pub(super) fn poison(cpu: usize) {
     RESERVES[cpu]
         .pages

@@ -245,15 +245,21 @@ secondary_high:
 4:  wfe
     b       4b
 
+// The boot stack is the upper half of a 32 KiB-aligned window, like an exception stack,
+// so the vector entry's check (bit 14 of SP, vectors.s) passes for an exception taken on it
+// early in boot instead of calling it an exception-stack overflow; the lower half holds
+// boot tables (16 KiB of them), and running into them fails the check as an overflow should.
 .section .bss.page_aligned, "aw", @nobits
-.balign 4096
+.balign 32768
 .global boot_l0_hi
 boot_l0_hi: .space 4096
 boot_l1_hi: .space 4096
 boot_l2_hi: .space 4096
-boot_l3_hi: .space 8192                 // the image may be up to 4 MiB
 boot_l0_id: .space 4096
+.global boot_stack
+boot_stack: .space 16384
+.global __boot_stack_top
+__boot_stack_top:
+boot_l3_hi: .space 8192                 // the image may be up to 4 MiB
 boot_l1_id: .space 4096
 boot_l2_id: .space 4096
-boot_stack: .space 16384
-__boot_stack_top:

@@ -16,7 +16,9 @@
 // Before pushing, the other entries check that the frame fits on the exception stack: each
 // stack is the upper half of a window twice its size whose lower half is unmapped, so bit
 // {STACK_CHECK_BIT} of a valid SP is set. If it is clear, a nested fault has run the stack
-// out: switch to this CPU's emergency stack and report, instead of faulting forever. Vector 0
+// out: switch to this CPU's emergency stack and report, instead of faulting forever. Every
+// stack SP_EL1 can be on is laid out that way: the exception stacks, the emergency stacks
+// (mm/layout.rs) and the boot stack CPU 0 starts on (boot.s). Vector 0
 // needs no check: a thread runs only once every frame on its CPU's exception stack has been
 // popped (exception_return, enter_first_frame), so an exception from a thread always finds
 // that stack empty.

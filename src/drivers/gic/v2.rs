@@ -19,8 +19,8 @@
 
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
+use crate::sync::IrqMutex;
 use aarch64_cpu::asm::barrier;
-use spin::Mutex;
 use tock_registers::{
     interfaces::{Readable, Writeable},
     register_bitfields, register_structs,
@@ -132,7 +132,7 @@ pub struct GicV2 {
     /// another on the same CPU.
     sgi_source: [[AtomicU8; SGI_COUNT as usize]; MAX_CPU_INTERFACES],
     /// Serialises read-modify-write of `GICD_ICFGRn`, which packs 16 interrupts per word.
-    config_lock: Mutex<()>,
+    config_lock: IrqMutex<()>,
 }
 
 impl GicV2 {
@@ -151,7 +151,7 @@ impl GicV2 {
             interface_affinity: [const { AtomicU64::new(0) }; MAX_CPU_INTERFACES],
             sgi_source: [const { [const { AtomicU8::new(0) }; SGI_COUNT as usize] };
                 MAX_CPU_INTERFACES],
-            config_lock: Mutex::new(()),
+            config_lock: IrqMutex::new(()),
         }
     }
 

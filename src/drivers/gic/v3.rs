@@ -15,11 +15,11 @@
 //! `GICD_CTLR` turns on affinity routing and Group 1, and `ICC_IGRPEN1_EL1` enables it at
 //! the CPU. A kernel left in Secure EL1 on a two-state GIC is not supported.
 
+use crate::sync::IrqMutex;
 use aarch64_cpu::{
     asm::barrier,
     registers::{Readable, ICC_CTLR_EL1, ID_AA64PFR0_EL1},
 };
-use spin::Mutex;
 use tock_registers::{
     interfaces::{ReadWriteable, Writeable},
     register_bitfields, register_structs,
@@ -240,7 +240,7 @@ pub struct GicV3 {
     gicr_base: usize,
     gicr_size: usize,
     /// Serialises read-modify-write of `GICD_ICFGRn`, which packs 16 interrupts per word.
-    config_lock: Mutex<()>,
+    config_lock: IrqMutex<()>,
 }
 
 impl GicV3 {
@@ -257,7 +257,7 @@ impl GicV3 {
             gicd,
             gicr_base,
             gicr_size,
-            config_lock: Mutex::new(()),
+            config_lock: IrqMutex::new(()),
         }
     }
 
