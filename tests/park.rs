@@ -38,9 +38,10 @@ fn main() {
     ])
 }
 
-/// Waits (yielding) until `cond` holds; false after `ms` of virtual time (a hang guard).
+/// Waits (yielding) until `cond` holds; false after `ms` of virtual time, and never less than
+/// 60 s (a hang guard: a passing case never reaches it, a loaded host must not either).
 fn wait_for(ms: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let until = timer::now() + timer::ns_to_ticks(ms * 1_000_000);
+    let until = timer::now() + timer::ns_to_ticks(ms.max(60_000) * 1_000_000);
     while !cond() {
         if timer::now() > until {
             return false;

@@ -1,418 +1,12 @@
-//! Fatal and near-fatal conditions, tested in QEMU: memory running low and out under stack
-//! growth, and faults the kernel cannot survive (which must end in a clear report, never a
-//! hang).
-//!
-//! The mode is chosen by the command line:
-//!
-//! - default (meant for `-m 64M`; works with any `-m`, see below): two cases, each driven
-//!   from a thread with a fixed stack and watched by a watchdog that turns a hang into a
-//!   `FAILED` line. `trim_when_memory_runs_low`: sleeping threads hold deep unused stack
-//!   pages, every free frame is taken away, and threads pinned to every CPU must grow: the
-//!   kernel must trim by itself to let them. `memory_exhaustion`: dynamic threads are
-//!   spawned until spawning fails, then all of them grow to `kstack.max` at once, far more
-//!   than memory holds. Spawning must fail cleanly, growth must never fail silently (a thread
-//!   either waits for memory, counted in `shortages`, or is ended with an OOM report, counted
-//!   in `oom_kills`), nothing may panic or hang, waiting threads must go on once memory comes
-//!   back, and after killing them all every frame must be accounted for again. With more
-//!   RAM than 64 MiB the case first takes the excess away (ballast frames) so that it
-//!   always works against the same amount.
-//! - `init="exhaust"`: a system call recurses on the exception stack until it overflows.
-//!   This must end in a `PANIC` report naming the exception stack overflow and a non-zero
-//!   exit, not a hang. It ends the kernel, so it is a boot of its own.
-//! - `init="overflow-locked"`: a thread overflows its stack while holding a lock. It cannot
-//!   be ended safely, so the kernel must stop with an `OVERFLOW` line and then a `PANIC`
-//!   saying so (exit non-zero), rather than end it and deadlock on the lock later.
-//! - `init="growth-fault"`: the growth path itself faults (through the kernel's test hook
-//!   `stack::inject_fault_in_growth_path`): a `PANIC` naming the exception-stack vector, exit
-//!   non-zero, not a hang. The fast path steps aside while that injection is pending, so
-//!   this is the slow path (`stack::on_fault`).
-//! - `init="fast-path-fault"`: the growth fast path itself faults (its reserve's buffer is
-//!   made unmapped through `stack::fast::inject_fault_in_fast_path`): the same report.
-#![no_std]
-#![no_main]
-
-extern crate alloc;
-
-use alloc::format;
-use alloc::string::String;
-use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-
-use dynstack::arch::timer;
-use dynstack::check;
-use dynstack::cmdline::StackPolicy;
-use dynstack::mm::{frame, heap};
-use dynstack::sched::{self, Thread, ThreadKind};
-use dynstack::stack;
-use dynstack::testing::{run, TestCase, TestResult};
-
-dynstack::kernel_main!(main);
-
-fn main() {
-    let init = &dynstack::kernel::boot_info().args.init;
-    if init.split(';').any(|c| c.trim() == "exhaust") {
-        exhaust_exception_stack();
-    }
-    if init.split(';').any(|c| c.trim() == "overflow-locked") {
-        overflow_holding_lock();
-    }
-    if init.split(';').any(|c| c.trim() == "growth-fault") {
-        fault_in_growth_path();
-    }
-    if init.split(';').any(|c| c.trim() == "fast-path-fault") {
-        fault_in_fast_path();
-    }
-    if let Err(e) = start_watchdog() {
-        dynstack::println!("faults: {}", e);
-    }
-    let cases: &[TestCase] = &[
-        TestCase {
-            name: "trim_when_memory_runs_low",
-            run: || fixed_controller("trim_when_memory_runs_low", trim_when_memory_runs_low),
-        },
-        TestCase {
-            name: "memory_exhaustion",
-            run: || fixed_controller("memory_exhaustion", exhaustion_controller),
-        },
-    ];
-    run(cases)
-}
-
-/// Recurses on the exception stack through the test system call. Never returns: the kernel
-/// must panic with an exception-stack overflow report.
-fn exhaust_exception_stack() -> ! {
-    dynstack::println!(
-        "faults: exhausting the exception stack (expect PANIC ... exception stack overflow)"
-    );
-    // SAFETY: the test hook; it does not return.
-    unsafe {
-        core::arch::asm!(
-            "svc #0x7e",
-            in("x0") 0u64,
-            options(nostack)
-        )
-    };
-    dynstack::println!("faults: the exception-stack test hook returned");
-    semihosting::process::exit(3)
-}
-
-/// Makes the growth fault path itself fault (the kernel's test hook) and then grows a stack.
-/// A fault in exception context cannot be survived: the kernel must stop with a clear report
-/// (`PANIC`, then the vector it came through), not hang or loop.
-fn fault_in_growth_path() -> ! {
-    dynstack::println!(
-        "faults: a fault inside the growth path (expect PANIC ... synchronous, exception stack)"
-    );
-    let h = sched::spawn_with("growfault", StackPolicy::Dynamic, || {
-        // SAFETY: the running thread's control block.
-        let bottom = unsafe { (*sched::current_ptr()).stack.mapped_bottom() };
-        stack::inject_fault_in_growth_path();
-        // SAFETY: just below this thread's mapped stack: a growth.
-        unsafe { core::ptr::write_volatile((bottom - 8) as *mut u64, 1) };
-    });
-    if let Ok(h) = h {
-        h.join();
-    }
-    dynstack::println!("faults: the kernel survived a fault inside its growth path");
-    semihosting::process::exit(3)
-}
-
-/// Makes the growth fast path fault (the kernel's test hook) and grows a stack on the same
-/// CPU with IRQs masked, so nothing touches the reserve in between: the kernel must stop
-/// with the same clear report as for a fault in the slow path.
-fn fault_in_fast_path() -> ! {
-    dynstack::println!(
-        "faults: a fault inside the growth fast path (expect PANIC ... synchronous, exception stack)"
-    );
-    let h = sched::spawn_with("fastfault", StackPolicy::Dynamic, || {
-        // SAFETY: the running thread's control block.
-        let bottom = unsafe { (*sched::current_ptr()).stack.mapped_bottom() };
-        let _daif = dynstack::arch::irq::save_and_disable();
-        stack::fast::inject_fault_in_fast_path();
-        // SAFETY: just below this thread's mapped stack: a growth, taken by the fast path.
-        unsafe { core::ptr::write_volatile((bottom - 8) as *mut u64, 1) };
-    });
-    if let Ok(h) = h {
-        h.join();
-    }
-    dynstack::println!("faults: the kernel survived a fault inside its growth fast path");
-    semihosting::process::exit(3)
-}
-
-static HELD: dynstack::sync::IrqMutex<u64> = dynstack::sync::IrqMutex::new(0);
-
-/// Overflows the stack while holding a lock. The thread cannot be ended safely (the lock
-/// would never be released), so the kernel must stop with a panic that says so, after the
-/// OVERFLOW report, instead of ending the thread and deadlocking later.
-fn overflow_holding_lock() -> ! {
-    dynstack::println!(
-        "faults: overflowing while holding a lock (expect OVERFLOW, then PANIC ... holding 1 lock)"
-    );
-    let h = sched::spawn("lockedovf", || {
-        let mut g = HELD.lock();
-        *g += core::hint::black_box(forever(0));
-    });
-    if let Ok(h) = h {
-        h.join();
-    }
-    dynstack::println!(
-        "faults: the thread that overflowed holding a lock was ended and the kernel went on"
-    );
-    semihosting::process::exit(3)
-}
-
-#[inline(never)]
-fn forever(depth: u64) -> u64 {
-    let mut frame = [0u64; 24];
-    frame[(depth % 24) as usize] = depth;
-    core::hint::black_box(&mut frame);
-    if depth > 1 << 40 {
-        return depth;
-    }
-    forever(depth + 1) + frame[(depth % 7) as usize]
-}
-
-const PAGE: u64 = 4096;
-/// Memory the exhaustion case works against, whatever `-m` says.
-const WORKING_SET_PAGES: u64 = (56 << 20) / PAGE;
-
-fn ms_to_ticks(ms: u64) -> u64 {
-    timer::ns_to_ticks(ms * 1_000_000)
-}
-
-fn now_ms() -> u64 {
-    timer::ticks_to_ns(timer::now()) / 1_000_000
-}
-
-fn sp() -> u64 {
-    dynstack::arch::stack_pointer()
-}
-
-type Snap = dynstack::testing::MemorySnapshot;
-
-#[inline(never)]
-fn dive(until: u64, bottom: &mut dyn FnMut()) -> u64 {
-    let mut frame = [0u64; 24];
-    let me = sp();
-    for (i, w) in frame.iter_mut().enumerate() {
-        *w = me ^ i as u64;
-    }
-    core::hint::black_box(&mut frame);
-    let below = if me > until {
-        dive(until, bottom)
-    } else {
-        bottom();
-        0
-    };
-    core::hint::black_box(&mut frame);
-    let mut bad = below;
-    for (i, w) in frame.iter().enumerate() {
-        // SAFETY: a word of this frame.
-        if unsafe { core::ptr::read_volatile(w) } != me ^ i as u64 {
-            bad += 1;
-        }
-    }
-    bad
-}
-
-// Worker states.
-const NOT_STARTED: u8 = 0;
-const WAITING_FOR_GO: u8 = 1;
-const GROWING: u8 = 2;
-const GROWN: u8 = 3;
-
-struct Shared {
-    state: Vec<AtomicU8>,
-    go: AtomicBool,
-}
-
-static SHARED: spin::Once<Shared> = spin::Once::new();
-/// Milliseconds (timer) of the controller's last sign of life, for the watchdog; 0 while no
-/// case is being watched.
-static HEARTBEAT: AtomicU64 = AtomicU64::new(0);
-static PHASE: spin::Mutex<&str> = spin::Mutex::new("-");
-static CASE: spin::Mutex<&str> = spin::Mutex::new("-");
-static PASSED: AtomicU64 = AtomicU64::new(0);
-static CONTROLLER_ERROR: spin::Mutex<Option<String>> = spin::Mutex::new(None);
-
-/// Tells the watchdog the controller is alive and what it is doing.
-fn beat(phase: &'static str) {
-    *PHASE.lock() = phase;
-    HEARTBEAT.store(now_ms(), Ordering::SeqCst);
-}
-
-fn worker(i: usize) {
-    let sh = SHARED.get().expect("shared state");
-    let t = sched::current_ptr();
-    sh.state[i].store(WAITING_FOR_GO, Ordering::SeqCst);
-    while !sh.go.load(Ordering::SeqCst) {
-        sched::park();
-    }
-    sh.state[i].store(GROWING, Ordering::SeqCst);
-    // SAFETY: the running thread's control block.
-    let top = unsafe { (*t).stack.top() };
-    let until = top - stack::config().max as u64 + 3 * 1024;
-    dive(until, &mut || {
-        sh.state[i].store(GROWN, Ordering::SeqCst);
-        loop {
-            sched::park();
-        }
-    });
-}
-
-/// A thread with a fixed stack (it never needs memory to be switched in) that ends the boot
-/// with a clear message if a case's controller stops making progress: a hang is a failure
-/// too, and one that would otherwise only show as a timeout.
-fn start_watchdog() -> Result<(), String> {
-    sched::spawn_with("watchdog", StackPolicy::Fixed, || loop {
-        let last = HEARTBEAT.load(Ordering::SeqCst);
-        if last != 0 && now_ms() > last + 20_000 {
-            let s = stack::stats();
-            let case = *CASE.lock();
-            if let Some(e) = CONTROLLER_ERROR.lock().take() {
-                dynstack::println!(
-                    "TEST {} ... FAILED: {} (and the case could not report it: no progress for 20 s)",
-                    case,
-                    e
-                );
-            } else {
-                dynstack::println!(
-                    "TEST {} ... FAILED: no progress for 20 s while {}: free_pages={} heap_grown_kib={} reserve_pages={} shortages={} oom_kills={} trimmed_kib={} workload_threads={}",
-                    case,
-                    *PHASE.lock(),
-                    frame::free_pages(),
-                    heap::grown_bytes() / 1024,
-                    s.reserve_pages,
-                    s.shortages,
-                    s.oom_kills,
-                    s.trimmed_pages * 4,
-                    sched::workload_threads()
-                );
-            }
-            sched::for_each_thread(usize::MAX, &mut |t| {
-                if t.kind == ThreadKind::System {
-                    let need = match t.stack.policy() {
-                        StackPolicy::Fixed => 0,
-                        StackPolicy::Dynamic => {
-                            (stack::config().max as u64 - t.stack.mapped_bytes()) / PAGE
-                        }
-                    };
-                    dynstack::println!(
-                        "  system thread {} ({}): {:?}, policy {:?}, {} of {} KiB mapped (needs {} reserve pages to be switched in)",
-                        t.tid,
-                        t.name(),
-                        t.state(),
-                        t.stack.policy(),
-                        t.stack.mapped_bytes() / 1024,
-                        stack::config().max / 1024,
-                        need
-                    );
-                }
-            });
-            dynstack::println!(
-                "TESTS passed={} failed=1",
-                PASSED.load(Ordering::SeqCst)
-            );
-            semihosting::process::exit(1);
-        }
-        // Wait on the timer rather than sleep: sleeping may allocate.
-        let until = timer::now() + ms_to_ticks(200);
-        while timer::now() < until {
-            sched::yield_now();
-        }
-    })
-    .map(|_| ())
-    .map_err(|e| format!("cannot start the watchdog: {}", e))
-}
-
-/// Runs `body` from a thread with a fixed stack, watched by the watchdog. Under memory
-/// exhaustion, only a thread that needs no memory to be switched in can be sure to run (a
-/// dynamic one legitimately waits), like an operator who must be able to kill the hogs.
-/// Everything else involved (the reaper, trim, the scheduler) is the kernel's own.
-fn fixed_controller(name: &'static str, body: fn() -> TestResult) -> TestResult {
-    *CASE.lock() = name;
-    *CONTROLLER_ERROR.lock() = None;
-    beat("starting");
-    let slot = alloc::sync::Arc::new(dynstack::sync::IrqMutex::new(None));
-    let s2 = slot.clone();
-    let h = sched::spawn_with("controller", StackPolicy::Fixed, move || {
-        let r = body();
-        if let Err(e) = &r {
-            // The case thread that reports this may itself be starved of memory: let the
-            // watchdog say it if it has to.
-            *CONTROLLER_ERROR.lock() = Some(e.clone());
-        }
-        *s2.lock() = Some(r);
-    })
-    .map_err(|e| format!("cannot start the controller: {}", e))?;
-    h.join();
-    let r = slot.lock().take();
-    let r = r.unwrap_or_else(|| Err(String::from("the controller died (see the report above)")));
-    HEARTBEAT.store(0, Ordering::SeqCst);
-    if r.is_ok() {
-        PASSED.fetch_add(1, Ordering::SeqCst);
-    }
-    r
-}
-
-fn count(sh: &Shared, n: usize, state: u8) -> usize {
-    sh.state[..n]
-        .iter()
-        .filter(|s| s.load(Ordering::SeqCst) == state)
-        .count()
-}
-
-/// Sleeps `ms` while telling the watchdog we are alive.
-fn nap(ms: u64, phase: &'static str) {
-    sched::sleep_ms(ms);
-    beat(phase);
-}
-
-/// Frames taken away from the kernel for a while; given back when dropped, whatever way the
-/// case ends (an early error must not leave the machine without memory).
-struct Ballast {
-    chunks: Vec<(u64, usize)>,
-    pages: u64,
-}
-
-impl Ballast {
-    /// Takes free frames until only `leave` are left (or the allocator says no).
-    fn take_all_but(leave: u64) -> Ballast {
-        let mut b = Ballast {
-            chunks: Vec::with_capacity((frame::free_pages() / 512 + 4096) as usize),
-            pages: 0,
-        };
-        for chunk in [512usize, 64, 1] {
-            while frame::free_pages() >= leave + chunk as u64
-                && b.chunks.len() < b.chunks.capacity()
-            {
-                match frame::alloc(chunk) {
-                    Some(pa) => {
-                        b.chunks.push((pa, chunk));
-                        b.pages += chunk as u64;
-                    }
-                    None => break,
-                }
-            }
-        }
-        b
-    }
-}
-
-impl Drop for Ballast {
-    fn drop(&mut self) {
-        for &(pa, count) in &self.chunks {
-            frame::free(pa, count);
-        }
-    }
-}
+//! The two cases of the default mode: trim when memory runs low, and memory exhaustion.
+use super::*;
 
 /// Sleeping threads hold deep stack pages they do not use now. Then every free frame is
 /// taken away and threads on every CPU must grow: the per-CPU reserves run dry, and the
 /// shortage must make the kernel trim the sleeping threads by itself (nobody here calls
 /// trim); with the pages that gives back, every growing thread reaches its full depth. The
 /// sleepers' own data is intact, and every frame is accounted for afterwards.
-fn trim_when_memory_runs_low() -> TestResult {
+pub(crate) fn trim_when_memory_runs_low() -> TestResult {
     beat("setting up");
     let cfg = stack::config();
     let max_pages = cfg.max as u64 / PAGE;
@@ -496,7 +90,7 @@ fn trim_when_memory_runs_low() -> TestResult {
             .map_err(|e| format!("spawn: {}", e))?,
         );
     }
-    let end = now_ms() + 15_000;
+    let end = now_ms() + 45_000;
     while rested.load(Ordering::SeqCst) < sleepers + growers {
         check!(
             now_ms() < end,
@@ -521,11 +115,11 @@ fn trim_when_memory_runs_low() -> TestResult {
         beat("growing with no free memory");
         go.store(true, Ordering::SeqCst);
         wake_all_named("grower");
-        let end = now_ms() + 15_000;
+        let end = now_ms() + 45_000;
         while grown.load(Ordering::SeqCst) < growers {
             check!(
                 now_ms() < end,
-                "with no free memory, {} of {} threads could grow in 15 s (free {} pages, shortages {}, trimmed {} KiB since, {} pages were trimmable)",
+                "with no free memory, {} of {} threads could grow in 45 s (free {} pages, shortages {}, trimmed {} KiB since, {} pages were trimmable)",
                 grown.load(Ordering::SeqCst),
                 growers,
                 frame::free_pages(),
@@ -570,7 +164,7 @@ fn trim_when_memory_runs_low() -> TestResult {
         bad.load(Ordering::SeqCst)
     );
     beat("checking");
-    let end = now_ms() + 5000;
+    let end = now_ms() + 45_000;
     loop {
         let s = Snap::take();
         if s.stacks == s.threads as u64 && s.threads == base.threads {
@@ -579,7 +173,7 @@ fn trim_when_memory_runs_low() -> TestResult {
         check!(now_ms() < end, "threads were not reaped");
         nap(5, "waiting for the reaper");
     }
-    let end = now_ms() + 10_000;
+    let end = now_ms() + 45_000;
     let mut after = Snap::take();
     while after.accounted() != base.accounted() && now_ms() < end {
         nap(10, "waiting for the reaper to give the frames back");
@@ -596,7 +190,7 @@ fn trim_when_memory_runs_low() -> TestResult {
 
 /// Unparks every thread called `name` (a spare token for those not parked), through the
 /// thread table, whose lock keeps every thread in it alive.
-fn wake_all_named(name: &str) {
+pub(crate) fn wake_all_named(name: &str) {
     sched::for_each_thread_chunked(&mut |t| {
         if t.name() == name {
             // SAFETY: in the thread table, hence alive, while the table lock is held.
@@ -605,7 +199,7 @@ fn wake_all_named(name: &str) {
     });
 }
 
-fn exhaustion_controller() -> TestResult {
+pub(crate) fn exhaustion_controller() -> TestResult {
     beat("setting up");
     let cfg = stack::config();
     let max_pages = cfg.max as u64 / PAGE;
@@ -792,7 +386,7 @@ fn exhaustion_controller() -> TestResult {
             beat("killing a few grown threads (waits for the reaper to free them)");
             sched::kill(*tid).map_err(|e| format!("kill {}: {}", tid, e))?;
         }
-        let end = now_ms() + 20_000;
+        let end = now_ms() + 45_000;
         while count(sh, n, GROWN) <= grown - victims.len() {
             check!(
                 now_ms() < end,
@@ -810,7 +404,7 @@ fn exhaustion_controller() -> TestResult {
         dynstack::println!("  killing: {} of {}", done, total);
     });
     beat("waiting for the reaper to free every stack");
-    let end = now_ms() + 10_000;
+    let end = now_ms() + 45_000;
     loop {
         let s = Snap::take();
         if s.stacks == s.threads as u64 && s.threads == base.threads {
@@ -827,7 +421,7 @@ fn exhaustion_controller() -> TestResult {
     }
     // The reaper may still hold the frames of stacks it has unmapped (it frees them in
     // batches): give it a moment before calling anything lost.
-    let end = now_ms() + 10_000;
+    let end = now_ms() + 45_000;
     let mut back = Snap::take();
     while back.accounted() != base.accounted() && now_ms() < end {
         nap(10, "waiting for the reaper to give the frames back");
