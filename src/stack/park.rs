@@ -342,7 +342,11 @@ impl ParkBatch {
     }
 }
 
-/// The trim command's and the reaper's batch (they take turns; allocated at boot).
+/// The trim command's and the reaper's batch (they take turns; allocated at boot). A plain
+/// spin lock, not counted (see `sync`): `trim_all` holds it for a whole walk over the thread
+/// table, too long to mask IRQs, and only code with bounded stack use takes it (the reaper,
+/// the shell's `trim`, tests).
+#[allow(clippy::disallowed_types)]
 static TRIM_BATCH: spin::Mutex<Option<ParkBatch>> = spin::Mutex::new(None);
 
 /// Stacks parked per batch.
