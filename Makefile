@@ -54,6 +54,14 @@ OUT         := $(BUILD_DIR)/$(TARGET)/$(PROFILE_DIR)
 KERNEL      := $(OUT)/dynstack
 IMAGE       := $(OUT)/$(IMAGE_NAME)
 
+# The kstack.strategy=check build: QEMU virt's kernel with a function-entry hook in every
+# function (-Z instrument-mcount, which the stable toolchain accepts with RUSTC_BOOTSTRAP=1)
+# and the hook itself (feature kstack-check), in its own directory so that it never
+# overwrites the normal kernel. The flag is added to .cargo/config.toml's rustflags.
+CHECK_CARGO  := --features kstack-check --target-dir target/check \
+                --config 'target.$(TARGET).rustflags=["-Z","instrument-mcount"]'
+CHECK_KERNEL := target/check/$(TARGET)/release/dynstack
+
 # Computed once, and only by the targets that need them (so `make help` runs no rustc).
 HOST    = $(eval HOST := $(shell rustc -vV | sed -n 's/^host: //p'))$(HOST)
 OBJCOPY = $(eval OBJCOPY := $(shell rustc --print sysroot)/lib/rustlib/$(HOST)/bin/llvm-objcopy)$(OBJCOPY)
@@ -87,7 +95,7 @@ need = command -v $(1) >/dev/null 2>&1 || { \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(2) >/dev/null; \
 	else echo "make: $(1) is missing: install $(2)" >&2; exit 1; fi; }
 
-.PHONY: help setup build run test bench stress gdb image clippy doc fmt fmt-check clean board board-dtbs
+.PHONY: help setup build build-check run test bench bench-strategies stress gdb image clippy doc fmt fmt-check clean board board-dtbs
 
 help:
 	@echo 'dynstack: a bare-metal AArch64 kernel whose thread stacks grow on demand'
@@ -95,6 +103,8 @@ help:
 	@echo '  make run         build and boot on QEMU $(QEMU_MACHINE) (console here; Ctrl-A x quits QEMU)'
 	@echo '  make test        every test: host unit tests, test kernels and shell cases in QEMU'
 	@echo '  make bench       benchmarks on QEMU virt: bench/results.txt and the chart docs/memory.svg'
+	@echo '  make bench-strategies  kstack.strategy fault, expand, check side by side: bench/strategies.txt, docs/strategies.svg'
+	@echo '  make build-check the kstack.strategy=check kernel, hooks in every function ($(CHECK_KERNEL))'
 	@echo '  make stress      the churn torture (tests/stress.rs) for STRESS_SECONDS (600) on 4 CPUs'
 	@echo '  make build       build the kernel ($(KERNEL))'
 	@echo '  make image       raw arm64 Linux Image for -kernel, booti and firmware ($(IMAGE))'
@@ -126,6 +136,9 @@ setup:
 build: board setup
 	cargo build --profile $(PROFILE) $(BOARD_CARGO)
 
+build-check: setup
+	RUSTC_BOOTSTRAP=1 cargo build --release $(CHECK_CARGO)
+
 run: $(BOOTABLE)
 	$(QEMU_BOOT)
 
@@ -151,6 +164,18 @@ ifeq ($(QEMU_MACHINE),virt)
 else
 	$(QEMU_PI) -append 'init="bench; poweroff"' -icount shift=0 $(QEMUFLAGS) </dev/null
 endif
+
+# The LWN article's three options side by side (scripts/bench_strategies.py): the normal
+# kernel under kstack.strategy=fault (and the fixed baseline) and expand, the check build
+# with kstack.lookahead=512, 2048 and 4096; one boot each on QEMU virt, 1 CPU, -icount
+# shift=0. Writes bench/strategies.txt, then the chart docs/strategies.svg from it.
+bench-strategies: setup
+	@$(call need,python3,python3)
+	cargo build --release
+	RUSTC_BOOTSTRAP=1 cargo build --release $(CHECK_CARGO)
+	python3 scripts/bench_strategies.py --kernel target/$(TARGET)/release/dynstack \
+		--check-kernel $(CHECK_KERNEL) --cpu $(call sh,$(CPU)) --out bench/strategies.txt
+	python3 scripts/plot_strategies.py bench/strategies.txt docs/strategies.svg
 
 # The churn torture of tests/stress.rs (20 s in `make test`) for STRESS_SECONDS on QEMU virt:
 # thousands of threads growing, sleeping, trimmed, killed and respawned on 4 CPUs, every frame
@@ -193,6 +218,7 @@ clippy: setup
 	cargo clippy --lib --bins -- -D warnings
 	cargo clippy --lib --features test-hooks $(foreach t,$(TEST_KERNELS),--test $(t)) -- -D warnings
 	cargo clippy --lib --profile test --target $(HOST) -- -D warnings
+	RUSTC_BOOTSTRAP=1 cargo clippy --lib $(CHECK_CARGO) -- -D warnings
 
 # The library's documentation as rustdoc builds it for the target, with every rustdoc
 # warning (broken or private intra-doc links, bad markup) an error.

@@ -28,7 +28,9 @@ target directory (target/<board>) and booted as the firmware boots it, the raw i
 QEMU `raspi3b`/`raspi4b` with the board's real device tree (`-dtb`, which is also how QEMU
 passes `-append`), base options `-M <machine> -dtb <tree> -nographic -semihosting -kernel
 <image>`. A board whose QEMU machine is missing, or needs a newer QEMU (`raspi4b`: 9.0), is
-skipped with a note. `--board` runs one board's QEMU cases only.
+skipped with a note. `--board` runs one board's QEMU cases only.`virt-check` is QEMU virt with the
+kernel built for `kstack.strategy=check` (`-Z instrument-mcount`, RUSTC_BOOTSTRAP=1, the
+`kstack-check` feature, in target/check).
 
 The production kernel is also checked for test hooks: the test kernels are built with the
 cargo feature `test-hooks`, the kernel without it, and its symbols must not name them.
@@ -93,6 +95,7 @@ class Board:
     dtb: str  # the device tree handed to QEMU (-dtb); "" for none
     image: bool  # boots the raw image (as the Pi firmware does) rather than the ELF
     min_qemu: tuple[int, int]  # oldest QEMU with the machine
+    env: tuple[tuple[str, str], ...] = ()  # environment for cargo
 
 
 # Cargo features of the test kernels (and only of them): the test hooks (Cargo.toml).
@@ -115,6 +118,25 @@ BOARDS = {
         "data/dtb/bcm2711-rpi-4-b.dtb",
         True,
         (9, 0),
+    ),
+    # Not a board: QEMU virt with the kernel built for kstack.strategy=check, a function-entry
+    # hook in every function (-Z instrument-mcount, which the stable toolchain takes with
+    # RUSTC_BOOTSTRAP=1), in its own target directory (the Makefile's build-check).
+    "virt-check": Board(
+        "virt-check",
+        (
+            "--features",
+            "kstack-check",
+            "--target-dir",
+            "target/check",
+            "--config",
+            'target.aarch64-unknown-none-softfloat.rustflags=["-Z","instrument-mcount"]',
+        ),
+        BASE_MACHINE,
+        "",
+        False,
+        (0, 0),
+        (("RUSTC_BOOTSTRAP", "1"),),
     ),
 }
 
@@ -356,12 +378,13 @@ def test_targets() -> list[str]:
     ]
 
 
-def cargo_artifacts(args: list[str]) -> tuple[bool, dict[str, str]]:
-    """Runs cargo with JSON messages; returns success and {target name: executable}.
-    Compiler diagnostics go to the terminal (stderr) as cargo renders them."""
+def cargo_artifacts(args: list[str], env: tuple[tuple[str, str], ...] = ()) -> tuple[bool, dict[str, str]]:
+    """Runs cargo with JSON messages (and `env` added to the environment); returns success
+    and {target name: executable}. Compiler diagnostics go to the terminal (stderr) as cargo
+    renders them."""
     cmd = ["cargo", *args, "--message-format=json-render-diagnostics"]
-    print(f"$ {shlex.join(cmd)}", flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    print(f"$ {' '.join(f'{k}={v}' for k, v in env)}{' ' if env else ''}{shlex.join(cmd)}", flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, **dict(env)})
     found: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         try:
@@ -781,7 +804,8 @@ def main() -> int:
             ok, found = cargo_artifacts(
                 # The test kernels, with the test hooks the production kernel leaves out.
                 ["test", "--release", "--no-run", "--no-fail-fast", "--features", TEST_FEATURES, *cargo,
-                 *(a for n in names for a in ("--test", n))]
+                 *(a for n in names for a in ("--test", n))],
+                BOARDS[board].env,
             )
             for n in names:
                 if n in found:
@@ -794,7 +818,7 @@ def main() -> int:
         if args.kernel and board == DEFAULT_BOARD:
             kernels[(board, KERNEL_BIN)] = args.kernel
         elif any(s.board == board for s in shell_runs):
-            ok, found = cargo_artifacts(["build", "--release", *cargo])
+            ok, found = cargo_artifacts(["build", "--release", *cargo], BOARDS[board].env)
             if KERNEL_BIN in found and ok:
                 kernels[(board, KERNEL_BIN)] = found[KERNEL_BIN]
             else:

@@ -2,7 +2,8 @@
 //!
 //! Each subsystem keeps its own per-CPU state in arrays indexed by [`cpu_index`]; this module
 //! owns only the small block `TPIDR_EL1` points at (where the emergency stack the vector entry
-//! switches to when the exception stack overflows, and the CPU's index). Calls nothing else.
+//! switches to when the exception stack overflows, the CPU's index, and the stack limit the
+//! `check` build's function-entry hook compares SP with). Calls nothing else.
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::{Readable, Writeable, TPIDR_EL1};
@@ -25,13 +26,22 @@ pub struct PerCpu {
     index: AtomicUsize,
     /// MPIDR affinity of this CPU.
     pub mpidr: AtomicU64,
+    /// `kstack.strategy=check`: the lowest SP at which a function may start without growing
+    /// the running thread's stack first (its mapped bottom plus `kstack.lookahead`; 0 when
+    /// nothing needs checking). Written by `stack` in exception context or with IRQs masked;
+    /// read by the `mcount` hook at [`STACK_LIMIT_OFFSET`].
+    pub stack_limit: AtomicU64,
 }
+
+/// Where [`PerCpu::stack_limit`] lies in the block, for the `mcount` hook's assembly.
+pub const STACK_LIMIT_OFFSET: usize = core::mem::offset_of!(PerCpu, stack_limit);
 
 static PER_CPU: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
         emergency_sp: AtomicU64::new(0),
         index: AtomicUsize::new(0),
         mpidr: AtomicU64::new(0),
+        stack_limit: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 

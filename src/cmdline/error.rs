@@ -13,10 +13,14 @@ pub enum ArgErrorKind {
     UnknownStackKey(String),
     /// `kstack.policy` other than `dynamic` or `fixed`.
     BadPolicy(PolicyError),
+    /// `kstack.strategy` other than `fault`, `expand` or `check` (the word given).
+    BadStrategy(String),
     /// A size that does not parse.
     BadSize(SizeError),
     /// A size that is not a whole number of pages.
     NotPageMultiple,
+    /// A `kstack.lookahead` that is not a multiple of 16 (SP's alignment).
+    NotMultipleOf16,
     /// A size below the setting's minimum.
     TooSmall {
         /// The minimum in bytes.
@@ -53,11 +57,16 @@ impl fmt::Display for ArgErrorKind {
             ArgErrorKind::UnknownStackKey(key) => write!(
                 f,
                 "unknown setting kstack.{key} (known: kstack.policy, kstack.initial, \
-                 kstack.max, kstack.guard, kstack.park_after)"
+                 kstack.max, kstack.guard, kstack.park_after, kstack.strategy, kstack.lookahead)"
             ),
             ArgErrorKind::BadPolicy(e) => write!(f, "{e}"),
+            ArgErrorKind::BadStrategy(word) => write!(
+                f,
+                "unknown strategy \"{word}\" (expected fault, expand or check)"
+            ),
             ArgErrorKind::BadSize(e) => write!(f, "not a size: {e}"),
             ArgErrorKind::NotPageMultiple => write!(f, "not a multiple of {PAGE_SIZE}"),
+            ArgErrorKind::NotMultipleOf16 => f.write_str("not a multiple of 16"),
             ArgErrorKind::TooSmall { min } => {
                 write!(f, "smaller than the {} minimum", size_text(*min))
             }

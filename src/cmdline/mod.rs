@@ -1,5 +1,6 @@
 //! The kernel command line: `init=`, `kstack.policy=`, `kstack.initial=`, `kstack.max=`,
-//! `kstack.guard=`, `kstack.park_after=` and `seed=` (the table in the brief).
+//! `kstack.guard=`, `kstack.park_after=`, `kstack.strategy=`, `kstack.lookahead=` and `seed=`
+//! (the table in the brief).
 //!
 //! Owns tokenizing and checking the line the boot loader passes (QEMU `-append`, DTB
 //! `/chosen/bootargs`) into [`KernelArgs`], the size syntax ([`parse_size`]) and the split of
@@ -51,6 +52,13 @@ pub const MAX_GUARD: usize = 1 << 20;
 pub const DEFAULT_INIT: &str = "demo";
 /// `seed=` when the line has none. Arbitrary, but fixed so that runs repeat.
 pub const DEFAULT_SEED: u64 = 2024;
+/// `kstack.lookahead` when the line has none: 2 KiB, half a page, what the `check` strategy
+/// keeps mapped below SP at every function entry.
+pub const DEFAULT_LOOKAHEAD: usize = 2 << 10;
+/// Smallest `kstack.lookahead`: one frame record (16 bytes).
+pub const MIN_LOOKAHEAD: usize = 16;
+/// Largest `kstack.lookahead`: 1 MiB.
+pub const MAX_LOOKAHEAD: usize = 1 << 20;
 
 /// Everything the command line sets.
 #[derive(Debug, Clone, PartialEq, Eq)]

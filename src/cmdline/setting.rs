@@ -13,6 +13,8 @@ pub(super) enum Setting {
     Max,
     Guard,
     ParkAfter,
+    Strategy,
+    Lookahead,
 }
 
 pub(super) enum Key<'a> {
@@ -33,6 +35,8 @@ impl Setting {
                 Some("max") => Key::Known(Setting::Max),
                 Some("guard") => Key::Known(Setting::Guard),
                 Some("park_after") => Key::Known(Setting::ParkAfter),
+                Some("strategy") => Key::Known(Setting::Strategy),
+                Some("lookahead") => Key::Known(Setting::Lookahead),
                 Some(sub) => Key::UnknownStack(sub),
                 None => Key::Other,
             },
@@ -52,6 +56,10 @@ impl Setting {
             Setting::Max => args.stack.max = checked_size(value, MIN_STACK, MAX_STACK)?,
             Setting::Guard => args.stack.guard = checked_size(value, MIN_GUARD, MAX_GUARD)?,
             Setting::ParkAfter => args.stack.park_after_ms = parse_park_after(value)?,
+            Setting::Strategy => {
+                args.stack.strategy = value.parse().map_err(ArgErrorKind::BadStrategy)?;
+            }
+            Setting::Lookahead => args.stack.lookahead = lookahead_size(value)?,
         }
         Ok(())
     }
@@ -79,6 +87,14 @@ impl Setting {
             Setting::ParkAfter => (
                 park_after_text(args.stack.park_after_ms),
                 park_after_text(defaults.stack.park_after_ms),
+            ),
+            Setting::Strategy => (
+                args.stack.strategy.to_string(),
+                defaults.stack.strategy.to_string(),
+            ),
+            Setting::Lookahead => (
+                size_text(args.stack.lookahead),
+                size_text(defaults.stack.lookahead),
             ),
         };
         if now == default {
@@ -119,6 +135,21 @@ pub(super) fn checked_size(value: &str, min: usize, max: usize) -> Result<usize,
         Err(ArgErrorKind::TooSmall { min })
     } else if bytes > max {
         Err(ArgErrorKind::TooLarge { max })
+    } else {
+        Ok(bytes)
+    }
+}
+
+/// A `kstack.lookahead`: any byte count (not only whole pages) from [`MIN_LOOKAHEAD`] to
+/// [`MAX_LOOKAHEAD`], a multiple of 16 like SP.
+pub(super) fn lookahead_size(value: &str) -> Result<usize, ArgErrorKind> {
+    let bytes = parse_size(value).map_err(ArgErrorKind::BadSize)?;
+    if bytes < MIN_LOOKAHEAD {
+        Err(ArgErrorKind::TooSmall { min: MIN_LOOKAHEAD })
+    } else if bytes > MAX_LOOKAHEAD {
+        Err(ArgErrorKind::TooLarge { max: MAX_LOOKAHEAD })
+    } else if !bytes.is_multiple_of(16) {
+        Err(ArgErrorKind::NotMultipleOf16)
     } else {
         Ok(bytes)
     }

@@ -1,5 +1,6 @@
-//! The stack settings: [`StackPolicy`] (`kstack.policy=`) and [`StackConfig`] (the
-//! sizes `kstack.initial=`, `kstack.max=`, `kstack.guard=`).
+//! The stack settings: [`StackPolicy`] (`kstack.policy=`), [`StackStrategy`]
+//! (`kstack.strategy=`) and [`StackConfig`] (those and the sizes `kstack.initial=`,
+//! `kstack.max=`, `kstack.guard=`, `kstack.lookahead=`).
 use super::*;
 
 /// How a new thread's stack is backed.
@@ -61,6 +62,50 @@ impl FromStr for StackPolicy {
     }
 }
 
+/// How a dynamic stack grows (`kstack.strategy`): the article's three options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StackStrategy {
+    /// On a fault below the mapped part (the data-abort handler grows it).
+    #[default]
+    Fault,
+    /// Only through explicit `ensure`/`with_stack`/`expand_stack` calls (`expand_stack()`);
+    /// a fault below the mapped part ends the thread.
+    Expand,
+    /// At every function entry, by the `check` build's hook, `kstack.lookahead` ahead of SP;
+    /// a fault below the mapped part ends the thread.
+    Check,
+}
+
+impl StackStrategy {
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackStrategy::Fault => "fault",
+            StackStrategy::Expand => "expand",
+            StackStrategy::Check => "check",
+        }
+    }
+}
+
+impl fmt::Display for StackStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StackStrategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fault" => Ok(StackStrategy::Fault),
+            "expand" => Ok(StackStrategy::Expand),
+            "check" => Ok(StackStrategy::Check),
+            _ => Err(s.to_string()),
+        }
+    }
+}
+
 /// Thread stack settings. Whatever [`parse`] returns satisfies: every size a multiple of
 /// [`PAGE_SIZE`], [`MIN_STACK`] ≤ `initial` ≤ `max` ≤ [`MAX_STACK`], and
 /// [`MIN_GUARD`] ≤ `guard` ≤ [`MAX_GUARD`].
@@ -77,6 +122,11 @@ pub struct StackConfig {
     /// Park the stacks of workload threads asleep at least this many milliseconds
     /// (`kstack.park_after=MS`); `None` (`off`) disables parking.
     pub park_after_ms: Option<u32>,
+    /// How dynamic stacks grow (`kstack.strategy`).
+    pub strategy: StackStrategy,
+    /// Bytes the `check` strategy keeps mapped below SP (`kstack.lookahead`), between
+    /// [`MIN_LOOKAHEAD`] and [`MAX_LOOKAHEAD`], a multiple of 16.
+    pub lookahead: usize,
 }
 
 /// Default `kstack.park_after`: ten seconds. A thread asleep that long is one that waits for a
@@ -96,6 +146,8 @@ impl Default for StackConfig {
             max: 16 << 10,
             guard: 4 << 10,
             park_after_ms: Some(DEFAULT_PARK_AFTER_MS),
+            strategy: StackStrategy::Fault,
+            lookahead: DEFAULT_LOOKAHEAD,
         }
     }
 }

@@ -192,7 +192,8 @@ fn unknown_kstack_keys_are_errors() {
     assert_eq!(
         errors[0].to_string(),
         "kstack.size=8k: unknown setting kstack.size (known: kstack.policy, \
-         kstack.initial, kstack.max, kstack.guard, kstack.park_after)"
+         kstack.initial, kstack.max, kstack.guard, kstack.park_after, kstack.strategy, \
+         kstack.lookahead)"
     );
     assert_eq!(errors[1].kind, ArgErrorKind::UnknownStackKey(String::new()));
     assert_eq!(errors[2].kind, ArgErrorKind::UnknownStackKey("MAX".into()));
@@ -385,6 +386,71 @@ fn huge_numbers_everywhere() {
 }
 
 #[test]
+fn strategy_and_lookahead() {
+    let (args, errors) = parse("");
+    assert!(errors.is_empty());
+    assert_eq!(args.stack.strategy, StackStrategy::Fault);
+    assert_eq!(args.stack.lookahead, DEFAULT_LOOKAHEAD);
+    for (word, strategy) in [
+        ("fault", StackStrategy::Fault),
+        ("expand", StackStrategy::Expand),
+        ("check", StackStrategy::Check),
+    ] {
+        let (args, errors) = parse(&format!("kstack.strategy={word} kstack.lookahead=4k"));
+        assert!(errors.is_empty(), "{word}: {errors:?}");
+        assert_eq!(args.stack.strategy, strategy);
+        assert_eq!(strategy.to_string(), word);
+        assert_eq!(args.stack.lookahead, 4096);
+    }
+    let (args, _) = parse("kstack.lookahead=512 kstack.policy=fixed kstack.strategy=expand");
+    assert_eq!(args.stack.lookahead, 512);
+    assert_eq!(args.stack.strategy, StackStrategy::Expand);
+    assert_eq!(args.stack.policy, StackPolicy::Fixed);
+    for (line, message) in [
+        (
+            "kstack.strategy=lazy",
+            "kstack.strategy=lazy: unknown strategy \"lazy\" (expected fault, expand or \
+             check) (default fault kept)",
+        ),
+        (
+            "kstack.strategy=expand kstack.strategy=Check",
+            "kstack.strategy=Check: unknown strategy \"Check\" (expected fault, expand or \
+             check) (expand kept)",
+        ),
+        (
+            "kstack.strategy=",
+            "kstack.strategy=: unknown strategy \"\" (expected fault, expand or check) \
+             (default fault kept)",
+        ),
+        (
+            "kstack.strategy",
+            "kstack.strategy: missing value (expected KEY=VALUE) (default fault kept)",
+        ),
+        (
+            "kstack.lookahead=8",
+            "kstack.lookahead=8: smaller than the 16 minimum (default 2k kept)",
+        ),
+        (
+            "kstack.lookahead=2m",
+            "kstack.lookahead=2m: larger than the 1m maximum (default 2k kept)",
+        ),
+        (
+            "kstack.lookahead=1000",
+            "kstack.lookahead=1000: not a multiple of 16 (default 2k kept)",
+        ),
+        (
+            "kstack.lookahead=4k kstack.lookahead=big",
+            "kstack.lookahead=big: not a size: unexpected 'b' (expected digits or 0x hex, \
+             then an optional k, m or g) (4k kept)",
+        ),
+    ] {
+        let (args, errors) = parse(line);
+        assert_eq!(messages(&errors), [message], "{line}");
+        assert_valid(&args.stack);
+    }
+}
+
+#[test]
 fn policy_round_trips() {
     for policy in [StackPolicy::Dynamic, StackPolicy::Fixed] {
         assert_eq!(policy.to_string().parse::<StackPolicy>(), Ok(policy));
@@ -421,6 +487,8 @@ fn random_lines_never_panic_and_stay_valid() {
         "kstack.initial=",
         "kstack.max=",
         "kstack.guard=",
+        "kstack.strategy=",
+        "kstack.lookahead=",
         "kstack.",
         "seed=",
         "init=",

@@ -101,6 +101,21 @@ fn data_abort(frame: &mut TrapFrame, syndrome: Syndrome) {
             ));
             end_thread(frame, "stack overflow", syndrome, far);
         }
+        FaultOutcome::Miss => {
+            // The same report as an overflow (the stack ran out of what was mapped), with
+            // why: this strategy grows stacks only ahead of use.
+            let t = current();
+            crate::kernel::console::write_fmt_emergency(format_args!(
+                "OVERFLOW tid={} name={} far={:#x} sp={:#x} elr={:#x} miss=1 strategy={}\n",
+                t.tid,
+                t.name(),
+                far,
+                frame.sp_el0,
+                frame.elr,
+                stack::strategy::current()
+            ));
+            end_thread(frame, "stack not grown in time", syndrome, far);
+        }
         FaultOutcome::OutOfMemory => {
             let t = current();
             crate::kernel::console::write_fmt_emergency(format_args!(

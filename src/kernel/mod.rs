@@ -259,7 +259,9 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     for e in &errors {
         println!("error: {}", e);
     }
-    crate::stack::configure(args.stack);
+    if let Err(e) = crate::stack::configure(args.stack) {
+        println!("error: {}", e);
+    }
     if !args.ignored.is_empty() {
         println!(
             "dynstack: ignoring unknown arguments: {}",

@@ -72,6 +72,7 @@ pub(super) fn switch_to_next(
     th.set_state(ThreadState::Running);
     th.cpu.store(cpu as u32, Ordering::Relaxed);
     CURRENT[cpu].store(next, Ordering::Relaxed);
+    stack::strategy::switched_in(cpu, &th.stack);
     *frame = th.context;
     SWITCHES.fetch_add(1, Ordering::Relaxed);
     arm_timer(cpu, true);

@@ -103,6 +103,12 @@ pub struct StackStats {
     /// Page-table bytes one stack costs: its share of the last-level table that serves it
     /// and its neighbours (the tables stay when threads exit, so `pt_kib / threads` is not it).
     pub pt_bytes_per_thread: u64,
+    /// Threads ended because their stack was not grown in time (`kstack.strategy=expand` or
+    /// `check`), since boot.
+    pub misses: u64,
+    /// Growths ahead of use, without a fault (`ensure`, `expand_stack`, the `check` hook),
+    /// since boot.
+    pub grow_ahead: u64,
     /// Stacks parked now (live bytes in a block, no page mapped).
     pub parked: u64,
     /// Bytes of the blocks holding parked stacks.

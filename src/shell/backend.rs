@@ -198,6 +198,8 @@ impl Backend for KernelBackend {
             pt_bytes_per_thread: 4096 * stack::arena::stride() / (2 << 20),
             parked: s.park.parked,
             parked_bytes: s.park.parked_bytes,
+            misses: s.misses,
+            grow_ahead: s.ahead_growths,
         }
     }
 

@@ -108,6 +108,10 @@ pub fn run(plan: BenchPlan, out: &mut dyn Write) {
         );
         return;
     }
+    if let BenchPlan::Strategies { quick } = plan {
+        crate::shell::strategies::run(quick, out);
+        return;
+    }
     let sizes = if plan == BenchPlan::Quick {
         &QUICK
     } else {
@@ -123,6 +127,7 @@ pub fn run(plan: BenchPlan, out: &mut dyn Write) {
             BenchPlan::Full => "",
             BenchPlan::Quick => ", quick",
             BenchPlan::Scale => ", scale only",
+            BenchPlan::Strategies { .. } => "",
         }
     );
     if plan != BenchPlan::Scale {

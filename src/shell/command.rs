@@ -70,6 +70,12 @@ pub enum BenchPlan {
     Quick,
     /// `bench scale`: only the `scale` benchmark, full size (for a boot without `-icount`).
     Scale,
+    /// `bench strategies [quick]`: every workload and the switch, spawn and `svc` costs,
+    /// fixed against this boot's `kstack.strategy`, one `STRATEGY` line each.
+    Strategies {
+        /// Few threads and operations (for tests).
+        quick: bool,
+    },
 }
 
 /// Which threads `kill` terminates.
@@ -97,6 +103,26 @@ pub enum Profile {
     Overflow,
     /// Recurses to random depths, sleeps, repeats.
     Churn,
+    /// Deep recursion through many tiny frames (the reviewer's case against a frame-size
+    /// threshold), then sleeps.
+    Chain,
+    /// One function with a multi-KiB local buffer, then sleeps.
+    Bigframe,
+    /// Compresses and inflates a buffer with `miniz_oxide` (third-party code), then sleeps.
+    Inflate,
+    /// Parses and prints a JSON document with `serde_json` (third-party code), then sleeps.
+    Json,
+}
+
+impl Profile {
+    /// The profiles that run a fixed piece of work, checking its result, in the order the
+    /// `strategies` command measures them (besides `mix` and `churn`).
+    pub const CHECKED: [Profile; 4] = [
+        Profile::Chain,
+        Profile::Bigframe,
+        Profile::Inflate,
+        Profile::Json,
+    ];
 }
 
 impl fmt::Display for Profile {
@@ -115,6 +141,10 @@ impl fmt::Display for Profile {
             Profile::Deep { bytes } => write!(f, "deep:{bytes}"),
             Profile::Overflow => f.write_str("overflow"),
             Profile::Churn => f.write_str("churn"),
+            Profile::Chain => f.write_str("chain"),
+            Profile::Bigframe => f.write_str("bigframe"),
+            Profile::Inflate => f.write_str("inflate"),
+            Profile::Json => f.write_str("json"),
         }
     }
 }
@@ -210,7 +240,7 @@ impl fmt::Display for ParseError {
             ),
             ParseError::UnknownProfile(text) => write!(
                 f,
-                "spawn: unknown profile '{}' (idle, mix, deep:SIZE, overflow, churn)",
+                "spawn: unknown profile '{}' (idle, mix, deep:SIZE, overflow, churn, chain, bigframe, inflate, json)",
                 Quoted(text)
             ),
             ParseError::BadSize { text, reason } => {
@@ -297,16 +327,26 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
             Command::Kill(kill_target(args[0])?)
         }
         "bench" => {
-            at_most(1, "bench", args)?;
-            let plan = match args[0] {
-                None => BenchPlan::Full,
-                Some("quick") => BenchPlan::Quick,
-                Some("scale") => BenchPlan::Scale,
-                Some(text) => {
+            at_most(2, "bench", args)?;
+            let plan = match (args[0], args[1]) {
+                (None, _) => BenchPlan::Full,
+                (Some("quick"), None) => BenchPlan::Quick,
+                (Some("scale"), None) => BenchPlan::Scale,
+                (Some("strategies"), None) => BenchPlan::Strategies { quick: false },
+                (Some("strategies"), Some("quick")) => BenchPlan::Strategies { quick: true },
+                (Some("strategies"), Some(text)) => {
+                    return Err(ParseError::UnknownOption {
+                        command: "bench strategies",
+                        text: text.to_string(),
+                        expected: "'quick'",
+                    })
+                }
+                (Some(_), Some(_)) => return Err(ParseError::TooManyArguments("bench")),
+                (Some(text), None) => {
                     return Err(ParseError::UnknownOption {
                         command: "bench",
                         text: text.to_string(),
-                        expected: "'quick' or 'scale'",
+                        expected: "'quick', 'scale' or 'strategies'",
                     })
                 }
             };
@@ -362,6 +402,10 @@ fn profile(text: &str) -> Result<Profile, ParseError> {
         "mix" => Profile::Mix,
         "overflow" => Profile::Overflow,
         "churn" => Profile::Churn,
+        "chain" => Profile::Chain,
+        "bigframe" => Profile::Bigframe,
+        "inflate" => Profile::Inflate,
+        "json" => Profile::Json,
         _ => match text.strip_prefix("deep:") {
             Some(size) => Profile::Deep {
                 bytes: deep_size(size)?,
@@ -572,11 +616,11 @@ mod tests {
         );
         assert_eq!(
             err("spawn 4 big"),
-            "spawn: unknown profile 'big' (idle, mix, deep:SIZE, overflow, churn)"
+            "spawn: unknown profile 'big' (idle, mix, deep:SIZE, overflow, churn, chain, bigframe, inflate, json)"
         );
         assert_eq!(
             err("spawn 4 IDLE"),
-            "spawn: unknown profile 'IDLE' (idle, mix, deep:SIZE, overflow, churn)"
+            "spawn: unknown profile 'IDLE' (idle, mix, deep:SIZE, overflow, churn, chain, bigframe, inflate, json)"
         );
         assert_eq!(
             err("spawn 4 idle static"),
@@ -645,6 +689,10 @@ mod tests {
             Profile::Mix,
             Profile::Overflow,
             Profile::Churn,
+            Profile::Chain,
+            Profile::Bigframe,
+            Profile::Inflate,
+            Profile::Json,
             Profile::Deep { bytes: 1 },
             Profile::Deep { bytes: 1000 },
             Profile::Deep { bytes: 8192 },
@@ -717,9 +765,29 @@ mod tests {
         );
         assert_eq!(
             err("bench slow"),
-            "bench: unknown option 'slow' (expected 'quick' or 'scale')"
+            "bench: unknown option 'slow' (expected 'quick', 'scale' or 'strategies')"
         );
         assert_eq!(err("bench quick quick"), "too many arguments for 'bench'");
+        assert_eq!(
+            ok("bench strategies"),
+            Command::Bench {
+                plan: BenchPlan::Strategies { quick: false }
+            }
+        );
+        assert_eq!(
+            ok("bench strategies quick"),
+            Command::Bench {
+                plan: BenchPlan::Strategies { quick: true }
+            }
+        );
+        assert_eq!(
+            err("bench strategies slow"),
+            "bench strategies: unknown option 'slow' (expected 'quick')"
+        );
+        assert_eq!(
+            err("bench strategies quick x"),
+            "too many arguments for 'bench'"
+        );
     }
 
     #[test]
@@ -731,8 +799,9 @@ mod tests {
             e.contains(&alloc::format!("'{}...'", "é".repeat(QUOTE_MAX))),
             "{e}"
         );
+        // The message quotes the word cut short, then lists the nine profiles.
         let e = err(&alloc::format!("spawn 1 {}", "x".repeat(300)));
-        assert!(e.len() < 120, "{e}");
+        assert!(e.len() < 140, "{e}");
         assert!(err("mem ünïcode").starts_with("too many arguments"));
     }
 }

@@ -10,17 +10,22 @@
 //! trait and its reports), `output` (what each command prints) and `format` (numbers and
 //! tables). Built for the target only, the kernel's side of the shell: [`backend`] (the
 //! [`Backend`] the kernel implements), [`workload`] (the thread bodies `spawn` starts),
-//! [`mod@bench`] (the benchmarks) and [`demo`] (the showcase `make run` opens with).
+//! [`mod@bench`] (the benchmarks), [`strategies`] (`bench strategies`), [`checked`] (the
+//! workloads that check their results) and [`demo`] (the showcase `make run` opens with).
 
 pub mod api;
 #[cfg(target_os = "none")]
 pub mod backend;
 #[cfg(target_os = "none")]
 pub mod bench;
+#[cfg(target_os = "none")]
+pub mod checked;
 pub mod command;
 #[cfg(target_os = "none")]
 pub mod demo;
 pub mod line;
+#[cfg(target_os = "none")]
+pub mod strategies;
 #[cfg(target_os = "none")]
 pub mod workload;
 

@@ -17,7 +17,7 @@ pub(super) const HELP: &[(&str, &str)] = &[
     ),
     (
         "  PROFILE",
-        "idle, mix, deep:SIZE (e.g. deep:8k), overflow, churn",
+        "idle, mix, deep:SIZE (e.g. deep:8k), overflow, churn, chain, bigframe, inflate, json",
     ),
     (
         "settle",
@@ -27,6 +27,10 @@ pub(super) const HELP: &[(&str, &str)] = &[
     ("trim", "give back stack pages below sleeping threads' SP"),
     ("kill all|TID", "terminate workload threads"),
     ("bench [quick|scale]", "benchmarks, dynamic against fixed"),
+    (
+        "bench strategies [quick]",
+        "workloads under this boot's kstack.strategy against fixed",
+    ),
     ("demo", "the showcase: dynamic stacks against fixed ones"),
     ("poweroff", "stop the machine"),
 ];
@@ -234,7 +238,7 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
     );
     say!(
         out,
-        "STACKS threads={n} mapped_kib={} fixed_equiv_kib={} savings_pct={savings} grow_faults={} overflows={} oom_kills={} trimmed_kib={} pt_kib={} parked={} parked_kib={}",
+        "STACKS threads={n} mapped_kib={} fixed_equiv_kib={} savings_pct={savings} grow_faults={} overflows={} oom_kills={} trimmed_kib={} pt_kib={} parked={} parked_kib={} misses={} grow_ahead={}",
         s.mapped_kib,
         s.fixed_equiv_kib,
         s.grow_faults,
@@ -243,6 +247,8 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
         s.trimmed_kib,
         s.pt_kib,
         s.parked,
-        s.parked_kib()
+        s.parked_kib(),
+        s.misses,
+        s.grow_ahead
     );
 }

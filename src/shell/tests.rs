@@ -48,6 +48,8 @@ impl Fake {
                 pt_bytes_per_thread: 40,
                 parked: 0,
                 parked_bytes: 0,
+                misses: 2,
+                grow_ahead: 7,
             },
             spawn_fails: 0,
         }
@@ -336,7 +338,8 @@ fn stacks_summary_and_breakdown() {
     assert_eq!(
         only_summary(&out, "STACKS"),
         "STACKS threads=1000 mapped_kib=4000 fixed_equiv_kib=16000 savings_pct=75.0 \
-         grow_faults=50 overflows=1 oom_kills=0 trimmed_kib=12 pt_kib=16 parked=0 parked_kib=0"
+         grow_faults=50 overflows=1 oom_kills=0 trimmed_kib=12 pt_kib=16 parked=0 parked_kib=0 \
+         misses=2 grow_ahead=7"
     );
     // Per thread: 4.0 KiB of stack, 40 B of page table (the backend's figure, not
     // pt_kib / threads), 320 B of control block, next to Linux's 16 KiB.
@@ -355,7 +358,8 @@ fn stacks_summary_and_breakdown() {
     assert_eq!(
         only_summary(&out, "STACKS"),
         "STACKS threads=0 mapped_kib=0 fixed_equiv_kib=0 savings_pct=0.0 \
-         grow_faults=0 overflows=0 oom_kills=0 trimmed_kib=0 pt_kib=0 parked=0 parked_kib=0"
+         grow_faults=0 overflows=0 oom_kills=0 trimmed_kib=0 pt_kib=0 parked=0 parked_kib=0 \
+         misses=0 grow_ahead=0"
     );
 
     // Parked stacks count with their copies: 800 of 1000 parked in 128-byte blocks,
@@ -400,6 +404,8 @@ fn stacks_with_huge_counters_does_not_overflow() {
         pt_bytes_per_thread: u64::MAX,
         parked: u64::MAX,
         parked_bytes: u64::MAX,
+        misses: u64::MAX,
+        grow_ahead: u64::MAX,
     };
     let out = exec(&mut fake, "stacks");
     assert!(only_summary(&out, "STACKS").contains("savings_pct=0.0"));
@@ -434,6 +440,8 @@ fn long_commands_reach_the_backend() {
     assert_eq!(out, "BENCH name=fake\n");
     exec(&mut fake, "bench");
     exec(&mut fake, "bench scale");
+    exec(&mut fake, "bench strategies");
+    exec(&mut fake, "bench strategies quick");
     exec(&mut fake, "demo");
     exec(&mut fake, "poweroff");
     assert_eq!(
@@ -442,6 +450,8 @@ fn long_commands_reach_the_backend() {
             "bench Quick",
             "bench Full",
             "bench Scale",
+            "bench Strategies { quick: false }",
+            "bench Strategies { quick: true }",
             "demo",
             "poweroff"
         ]
@@ -471,6 +481,9 @@ fn errors_change_nothing() {
         "trim now",
         "settle 1",
         "bench slow",
+        "bench quick scale",
+        "bench strategies slow",
+        "bench strategies quick now",
         "demo 2",
         "poweroff now",
         "ps 0",

@@ -1,9 +1,12 @@
 //! Workload threads for the shell's `spawn`: the profiles `idle`, `mix`, `deep:SIZE`,
-//! `overflow` and `churn`, and the seeded generator their draws come from.
+//! `overflow`, `churn`, and the checked ones of `shell::checked` (`chain`, `bigframe`,
+//! `inflate`, `json`), and the seeded generator their draws come from.
 //!
-//! Each profile recurses to some depth with frames of a known size, reaches its resting
-//! point (reported through `sched::mark_settled`, which `settle` waits for), and then waits
-//! to be killed. Calls `sched` and `stack`.
+//! Each profile recurses to some depth with frames of a known size (or runs one checked
+//! operation), reaches its resting point (reported through `sched::mark_settled`, which
+//! `settle` waits for), and then waits to be killed. Where a profile knows how deep it goes,
+//! it says so first ([`crate::stack::expand_stack`], which only `kstack.strategy=expand`
+//! acts on), as a careful developer would. Calls `sched` and `stack`.
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::rng::XorShift;
@@ -32,6 +35,9 @@ impl Rng {
 
 /// Bytes of stack one level of [`recurse`] uses (its frame, measured at run time is close).
 const FRAME_BYTES: u64 = 256;
+/// What the `expand` annotations add to a known recursion depth: the last frame, the calls
+/// made at the bottom, a margin.
+pub const ANNOTATION_MARGIN: usize = 1024;
 
 fn sp() -> u64 {
     crate::arch::stack_pointer()
@@ -100,6 +106,7 @@ fn mix(index: usize) {
     let (top, max) = stack_top_and_max();
     let mut rng = Rng::for_index(index as u64);
     let depth = mix_depth(&mut rng, max);
+    crate::stack::expand_stack(depth as usize + ANNOTATION_MARGIN);
     core::hint::black_box(recurse(top - depth, &mut || {}));
     rest_until_killed();
 }
@@ -108,6 +115,7 @@ fn mix(index: usize) {
 fn deep(bytes: usize) {
     let (top, max) = stack_top_and_max();
     let depth = (bytes as u64).min(max.saturating_sub(1024));
+    crate::stack::expand_stack(depth as usize + ANNOTATION_MARGIN);
     core::hint::black_box(recurse(top - depth, &mut rest_until_killed));
 }
 
@@ -124,6 +132,7 @@ fn churn(index: usize) {
     loop {
         let depth = rng.range(256, max.saturating_sub(2048).max(512));
         let sleep_ms = rng.range(1, 20);
+        crate::stack::expand_stack(depth as usize + ANNOTATION_MARGIN);
         core::hint::black_box(recurse(top - depth, &mut || sched::sleep_ms(sleep_ms)));
         if first {
             sched::mark_settled();
@@ -131,6 +140,29 @@ fn churn(index: usize) {
         }
         sched::sleep_ms(rng.range(1, 10));
     }
+}
+
+/// `chain`, `bigframe`, `inflate`, `json`: one checked operation, then sleeps.
+fn checked(profile: Profile, index: usize) {
+    let mut rng = Rng::for_index(index as u64);
+    crate::shell::checked::run_counted(&profile, &mut rng);
+    rest_until_killed();
+}
+
+fn chain(index: usize) {
+    checked(Profile::Chain, index);
+}
+
+fn bigframe(index: usize) {
+    checked(Profile::Bigframe, index);
+}
+
+fn inflate(index: usize) {
+    checked(Profile::Inflate, index);
+}
+
+fn json(index: usize) {
+    checked(Profile::Json, index);
 }
 
 /// The entry point and argument for thread number `index` of `profile`.
@@ -141,6 +173,10 @@ pub fn entry_for(profile: &Profile, index: usize) -> (sched::Entry, usize) {
         Profile::Deep { bytes } => (deep, *bytes),
         Profile::Overflow => (overflow, index),
         Profile::Churn => (churn, index),
+        Profile::Chain => (chain, index),
+        Profile::Bigframe => (bigframe, index),
+        Profile::Inflate => (inflate, index),
+        Profile::Json => (json, index),
     }
 }
 
@@ -152,5 +188,9 @@ pub fn name_for(profile: &Profile) -> &'static str {
         Profile::Deep { .. } => "deep",
         Profile::Overflow => "overflow",
         Profile::Churn => "churn",
+        Profile::Chain => "chain",
+        Profile::Bigframe => "bigframe",
+        Profile::Inflate => "inflate",
+        Profile::Json => "json",
     }
 }

@@ -26,6 +26,7 @@ pub mod arena;
 pub mod fast;
 pub mod park;
 pub mod reserve;
+pub mod strategy;
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
@@ -39,11 +40,25 @@ const PAGE: u64 = PAGE_SIZE as u64;
 static CONFIG: crate::sync::Once<StackConfig> = crate::sync::Once::new();
 
 /// Sets the stack configuration from the command line. Called once at boot, before the first
-/// thread; later calls are ignored.
-pub fn configure(config: StackConfig) {
+/// thread; later calls are ignored. A strategy this kernel cannot run (`check` without the
+/// hook) is refused with the reason, and `fault` is used instead.
+///
+/// Stacks are parked only under `fault`: a restored stack gets back the pages of its live
+/// part and no more, so an `expand_stack` made before it slept (`expand`) or the lookahead
+/// its interrupted function was promised (`check`) would be gone, and its next deeper use a
+/// miss. Under those strategies `kstack.park_after` is `off` and trim applies instead.
+pub fn configure(mut config: StackConfig) -> Result<(), strategy::NeedsCheckBuild> {
+    let refused = strategy::set(config.strategy, config.lookahead);
+    if refused.is_err() {
+        config.strategy = crate::cmdline::StackStrategy::Fault;
+    }
+    if config.strategy != crate::cmdline::StackStrategy::Fault {
+        config.park_after_ms = None;
+    }
     let config = CONFIG.call_once(|| config);
     MAX_BYTES.store(config.max as u64, Ordering::Relaxed);
     GUARD_BYTES.store(config.guard as u64, Ordering::Relaxed);
+    refused
 }
 
 /// `kstack.max` and `kstack.guard`, read on the fault path without going through the
@@ -84,6 +99,8 @@ struct GrowthCounters {
     grow_faults: AtomicU64,
     /// Of those, the ones the fast path handled.
     fast_faults: AtomicU64,
+    /// Growths without a fault: `ensure` under `expand`/`check`, and the `check` hook.
+    ahead_growths: AtomicU64,
 }
 
 static GROWTH: [GrowthCounters; MAX_CPUS] = [const {
@@ -91,6 +108,7 @@ static GROWTH: [GrowthCounters; MAX_CPUS] = [const {
         grown_pages: AtomicU64::new(0),
         grow_faults: AtomicU64::new(0),
         fast_faults: AtomicU64::new(0),
+        ahead_growths: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 
@@ -202,6 +220,10 @@ pub struct Stats {
     /// Times a claim on a stack found the other side working on it: a thread due to run
     /// whose stack trim held, or a trim (or the reaper) that found the stack taken.
     pub claim_races: u64,
+    /// Growths ahead of use, without a fault (`ensure` under `expand`/`check`, the hook).
+    pub ahead_growths: u64,
+    /// Threads ended because their stack could not grow in time (`expand`, `check`).
+    pub misses: u64,
 }
 
 /// Current stack statistics.
@@ -228,6 +250,8 @@ pub fn stats() -> Stats {
         reserve_pages: reserve::total_pages(),
         park: park::stats(),
         claim_races: CLAIM_RACES.load(Ordering::Relaxed),
+        ahead_growths: strategy::ahead_growths(),
+        misses: strategy::misses(),
     }
 }
 
@@ -524,6 +548,9 @@ pub enum FaultOutcome {
     Overflow,
     /// The stack should grow but the reserve is empty.
     OutOfMemory,
+    /// Below the mapped part, but this strategy does not grow on a fault (`expand`,
+    /// `check`): the stack was not grown in time.
+    Miss,
     /// Not a stack fault of the current thread.
     NotStack,
 }
@@ -568,14 +595,32 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
         return FaultOutcome::NotStack;
     }
     if ctl & CTL_GROW_ON_FAULT == 0 {
-        // Stacks grow only ahead of use (`ensure`, entry checks): running past the mapped
-        // part is an overflow, whatever is left of the reservation.
-        OVERFLOWS.fetch_add(1, Ordering::Relaxed);
-        return FaultOutcome::Overflow;
+        // Stacks grow only ahead of use (`kstack.strategy=expand`: `ensure`, `expand_stack`;
+        // `check`: the entry hook): running past the mapped part is a miss, whatever is
+        // left of the reservation.
+        strategy::count_miss();
+        return FaultOutcome::Miss;
     }
     let first = align_down(far, PAGE);
     let pages = ((bottom - first) / PAGE) as u32;
-    let mut va = bottom;
+    if !map_below(stack, cpu, pages) {
+        OOM_KILLS.fetch_add(1, Ordering::Relaxed);
+        return FaultOutcome::OutOfMemory;
+    }
+    // The CPU running the thread is the only writer of its stack's counters.
+    stack.grow_faults.store(
+        stack.grow_faults.load(Ordering::Relaxed) + 1,
+        Ordering::Relaxed,
+    );
+    bump(&GROWTH[cpu].grow_faults, 1);
+    FaultOutcome::Grown
+}
+
+/// Maps `pages` more pages of the running thread's `stack` below its mapped part, from
+/// CPU `cpu`'s reserve (IRQs masked, on that CPU). False, and nothing mapped, if the
+/// reserve cannot supply them. Shared by the fault path and growth ahead of use.
+fn map_below(stack: &Stack, cpu: usize, pages: u32) -> bool {
+    let mut va = stack.mapped_bottom();
     let mut map = |pa| {
         va -= PAGE;
         arena::map_page(va, pa);
@@ -588,8 +633,7 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
         mapped_all = reserve::fill(cpu, pages as usize) && reserve::take(cpu, pages as usize, map);
     }
     if !mapped_all {
-        OOM_KILLS.fetch_add(1, Ordering::Relaxed);
-        return FaultOutcome::OutOfMemory;
+        return false;
     }
     arena::publish();
     let mapped = stack.mapped_pages.load(Ordering::Relaxed) + pages;
@@ -597,15 +641,8 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
     if mapped > stack.high_water_pages.load(Ordering::Relaxed) {
         stack.high_water_pages.store(mapped, Ordering::Relaxed);
     }
-    // The CPU running the thread is the only writer of its stack's counters.
-    stack.grow_faults.store(
-        stack.grow_faults.load(Ordering::Relaxed) + 1,
-        Ordering::Relaxed,
-    );
-    let counters = &GROWTH[cpu];
-    bump(&counters.grown_pages, pages as u64);
-    bump(&counters.grow_faults, 1);
-    FaultOutcome::Grown
+    bump(&GROWTH[cpu].grown_pages, pages as u64);
+    true
 }
 
 /// Bytes kept mapped below a sleeping thread's saved SP when trimming, so that returning
@@ -614,6 +651,11 @@ const TRIM_MARGIN: u64 = 512;
 
 /// Trims `stack` of a thread that is not running: unmaps pages wholly below its saved SP
 /// (keeping `kstack.initial` and a small margin). Returns pages freed.
+///
+/// The margin follows the strategy: under `check` it is at least `kstack.lookahead`, which
+/// the function that was interrupted counts on (its entry check is behind it); under
+/// `expand` nothing is trimmed, since an `expand_stack` the thread made earlier may still
+/// promise pages below its SP that a fault would not give back.
 ///
 /// `saved_sp` is called only once the stack is claimed: read any earlier, the thread might
 /// run and stop again in between, deeper, and trim would take pages it uses.
@@ -641,9 +683,14 @@ pub fn trim(stack: &Stack, saved_sp: impl FnOnce() -> u64) -> u32 {
 
 /// [`trim`] with the claim already held (as trimming or parking).
 fn trim_claimed(stack: &Stack, saved_sp: u64) -> u32 {
+    let margin = match strategy::current() {
+        crate::cmdline::StackStrategy::Fault => TRIM_MARGIN,
+        crate::cmdline::StackStrategy::Check => TRIM_MARGIN.max(strategy::lookahead()),
+        crate::cmdline::StackStrategy::Expand => return 0,
+    };
     let top = stack.top();
     let mapped = stack.mapped_pages.load(Ordering::Relaxed);
-    let keep_from = align_down(saved_sp.saturating_sub(TRIM_MARGIN), PAGE)
+    let keep_from = align_down(saved_sp.saturating_sub(margin), PAGE)
         .min(top - initial_pages(StackPolicy::Dynamic) as u64 * PAGE);
     let bottom = top - mapped as u64 * PAGE;
     if saved_sp > bottom && saved_sp <= top && keep_from > bottom {
@@ -701,18 +748,33 @@ pub fn trim_all() -> u64 {
 
 /// Maps enough of the current thread's stack that `bytes` more below the current SP can be
 /// used without a fault (the article's `expand_stack()`), for code that must not fault.
+/// Under `kstack.strategy=fault` it touches the pages (each touch that faults grows the
+/// stack); under `expand` and `check`, where faults do not grow, it maps them directly.
 pub fn ensure(bytes: usize) {
     let sp = crate::arch::stack_pointer();
     let target = sp.saturating_sub(bytes as u64);
+    if !strategy::grows_on_fault() {
+        strategy::grow_ahead_to(target);
+    }
     let mut addr = align_down(sp, PAGE);
     // Touch each page from the top down, as the compiler's stack probes do: every touch that
-    // faults grows the stack by one page. A request larger than the reservation reaches the
-    // guard gap first and ends the thread as an overflow: it never runs on with less stack
-    // than it asked for.
+    // faults grows the stack by one page (under `expand`/`check` they are mapped already). A
+    // request larger than the reservation reaches the guard gap first and ends the thread as
+    // an overflow: it never runs on with less stack than it asked for.
     while addr > target {
         addr -= PAGE;
         // SAFETY: an address in this thread's own reservation; a fault here is a growth.
         unsafe { core::ptr::read_volatile(addr as *const u8) };
+    }
+}
+
+/// The annotation a developer puts where code knows it goes `bytes` deep (the article's
+/// `expand_stack()`): under `kstack.strategy=expand` it maps that much below SP now (as far
+/// as the reservation goes); the other strategies grow by themselves, so it does nothing.
+pub fn expand_stack(bytes: usize) {
+    if strategy::current() == crate::cmdline::StackStrategy::Expand {
+        let sp = crate::arch::stack_pointer();
+        strategy::grow_ahead_to(sp.saturating_sub(bytes as u64));
     }
 }
 
