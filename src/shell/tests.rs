@@ -379,7 +379,8 @@ fn stacks_summary_and_breakdown() {
     assert_eq!(
         only_summary(&out, "STACKS"),
         "STACKS threads=1000 mapped_kib=800 fixed_equiv_kib=16000 savings_pct=94.4 \
-         grow_faults=0 overflows=0 oom_kills=0 trimmed_kib=0 pt_kib=0 parked=800 parked_kib=100"
+         grow_faults=0 overflows=0 oom_kills=0 trimmed_kib=0 pt_kib=0 parked=800 parked_kib=100 \
+         misses=0 grow_ahead=0"
     );
     assert!(out.contains("parked copies"), "{out}");
     assert!(out.contains("102 B"), "{out}");
