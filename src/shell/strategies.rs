@@ -38,6 +38,16 @@ const fn load(profile: Profile, threads: usize, ops: u32) -> Load {
     }
 }
 
+/// The workloads, in the order of [`FULL`] and [`QUICK`].
+const PROFILES: [Profile; 6] = [
+    Profile::Mix,
+    Profile::Churn,
+    Profile::Chain,
+    Profile::Bigframe,
+    Profile::Inflate,
+    Profile::Json,
+];
+
 const FULL: [Load; 6] = [
     load(Profile::Mix, 200, 1),
     load(Profile::Churn, 32, 16),
@@ -75,7 +85,8 @@ const QUICK_MICRO: Micro = Micro {
 };
 
 /// What the worker threads of the current run do (one run at a time).
-static PROFILE: spin::Mutex<Profile> = spin::Mutex::new(Profile::Mix);
+/// The workload, as its index in [`PROFILES`].
+static PROFILE: AtomicUsize = AtomicUsize::new(0);
 static OPS: AtomicU32 = AtomicU32::new(0);
 static READY: AtomicUsize = AtomicUsize::new(0);
 static GO: AtomicBool = AtomicBool::new(false);
@@ -194,7 +205,7 @@ impl core::fmt::Display for Overhead {
 
 /// The thread body of a workload run.
 fn worker(index: usize) {
-    let profile = *PROFILE.lock();
+    let profile = PROFILES[PROFILE.load(Ordering::Relaxed)];
     let ops = OPS.load(Ordering::Relaxed);
     let mut rng = Rng::for_index(index as u64);
     // SAFETY: the running thread's control block.
@@ -246,7 +257,8 @@ fn wait_for(done: impl Fn() -> bool) {
 }
 
 fn measure(l: &Load, policy: StackPolicy) -> Row {
-    *PROFILE.lock() = l.profile;
+    let index = PROFILES.iter().position(|p| *p == l.profile).unwrap_or(0);
+    PROFILE.store(index, Ordering::Relaxed);
     OPS.store(l.ops, Ordering::Relaxed);
     READY.store(0, Ordering::Relaxed);
     GO.store(false, Ordering::Relaxed);
