@@ -42,8 +42,7 @@ use super::gic::{InterruptController, SgiTarget, SGI_COUNT};
 /// Cores the local controller serves.
 const CORES: usize = 4;
 
-/// The MPIDR_EL1 bits that make up a CPU's affinity (Aff3, Aff2, Aff1, Aff0).
-const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+use crate::arch::aarch64::MPIDR_AFFINITY_MASK;
 
 /// First ID of the local sources (the generic timers, mailboxes, GPU cascade, PMU).
 pub const LOCAL_BASE: u32 = 16;

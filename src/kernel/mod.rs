@@ -13,7 +13,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use aarch64_cpu::registers::{ReadWriteable, Readable, Writeable, MPIDR_EL1, TCR_EL1, VBAR_EL1};
+use aarch64_cpu::registers::{ReadWriteable, Writeable, TCR_EL1, VBAR_EL1};
 
 use crate::arch::psci::{self, Conduit};
 use crate::cmdline::KernelArgs;
@@ -165,7 +165,7 @@ fn map_dtb(dtb_pa: u64) -> &'static [u8] {
 /// Entered from `boot.s` on the boot CPU, MMU on, running in the upper half.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
-    crate::percpu::init_this_cpu(0, MPIDR_EL1.get() & 0xff_00ff_ffff);
+    crate::percpu::init_this_cpu(0, crate::arch::aarch64::mpidr_affinity());
     set_vectors();
     heap::init_boot_heap();
     // SAFETY: linker symbols; only their addresses are used.
@@ -482,7 +482,7 @@ enum StartMethod {
 /// waits up to a second for each to come up.
 fn start_secondaries(cpus: usize) {
     let info = boot_info();
-    let me = MPIDR_EL1.get() & 0xff_00ff_ffff;
+    let me = crate::arch::aarch64::mpidr_affinity();
     let entry_pa = kspace::image_va_to_pa(secondary_entry as *const () as u64);
     let mut index = 1;
     for cpu in info.machine.cpus.iter().take(crate::percpu::MAX_CPUS) {
@@ -591,7 +591,7 @@ fn spin_table_release(release_addr: u64, entry_pa: u64) -> Result<(), &'static s
 #[unsafe(no_mangle)]
 extern "C" fn secondary_kernel_entry(_context: u64) -> ! {
     let cpu = SECONDARY_BOOT_CPU.load(Ordering::Acquire);
-    crate::percpu::init_this_cpu(cpu, MPIDR_EL1.get() & 0xff_00ff_ffff);
+    crate::percpu::init_this_cpu(cpu, crate::arch::aarch64::mpidr_affinity());
     set_vectors();
     drop_identity_map();
     crate::kernel::irq::init_this_cpu();

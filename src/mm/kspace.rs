@@ -7,7 +7,7 @@
 //! `mm::page_table`, `mm::frame` and `arch::tlb`.
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use aarch64_cpu::registers::{Readable, TTBR1_EL1};
+use aarch64_cpu::registers::TTBR1_EL1;
 
 use crate::arch::tlb::HardwareTlb;
 use crate::mm::frame;
@@ -101,7 +101,7 @@ fn with_space<R>(f: impl FnOnce(&mut PageTable, &mut KernelMemory) -> R) -> R {
 pub fn init(image_pa: u64, image_size: u64) {
     IMAGE_PA.store(image_pa, Ordering::Relaxed);
     IMAGE_END_PA.store(image_pa + image_size, Ordering::Relaxed);
-    let root = TTBR1_EL1.get() & 0x0000_FFFF_FFFF_F000;
+    let root = TTBR1_EL1.get_baddr();
     // SAFETY: the root the MMU uses right now, built by boot.s in the standard format.
     SPACE.lock().table = Some(unsafe { PageTable::from_root(root, Half::Upper) });
 }

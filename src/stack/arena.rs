@@ -137,7 +137,7 @@ pub fn clear_pages(va: u64, pages: u32, frames: &mut Vec<u64>) {
         let desc = unsafe { core::ptr::read_volatile(slot) };
         // SAFETY: as in map_page.
         unsafe { core::ptr::write_volatile(slot, 0) };
-        let pa = desc & 0x0000_FFFF_FFFF_F000;
+        let pa = desc & crate::mm::page_table::OUTPUT_ADDRESS_MASK;
         if pa != 0 {
             frames.push(pa);
         }
@@ -162,7 +162,7 @@ pub fn unmap_pages(va: u64, pages: u32) {
             // SAFETY: as in map_page.
             unsafe { core::ptr::write_volatile(slot, 0) };
             tlb.invalidate_page(page_va);
-            frames[i as usize] = desc & 0x0000_FFFF_FFFF_F000;
+            frames[i as usize] = desc & crate::mm::page_table::OUTPUT_ADDRESS_MASK;
         }
         // Frames go back only once no CPU can still reach them through a stale entry.
         tlb.sync();

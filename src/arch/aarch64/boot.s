@@ -6,29 +6,8 @@
 // identity map of the 2 MiB block holding this code, for the instant the MMU turns on),
 // enables the MMU and jumps to Rust in the upper half. Rust extends these same tables.
 
-.equ PAGE_SHIFT,    12
-.equ DESC_TABLE,    0x3
-.equ DESC_PAGE,     0x3
-.equ DESC_BLOCK,    0x1
-.equ DESC_AF,       (1 << 10)
-.equ DESC_SH_INNER, (3 << 8)
-.equ DESC_AP_RO,    (1 << 7)
-.equ DESC_PXN,      (1 << 53)
-.equ DESC_UXN,      (1 << 54)
-.equ ATTR_NORMAL,   (0 << 2)
-.equ PAGE_NORMAL,   (DESC_PAGE | DESC_AF | DESC_SH_INNER | ATTR_NORMAL)
-.equ PAGE_TEXT,     (PAGE_NORMAL | DESC_AP_RO | DESC_UXN)
-.equ PAGE_RODATA,   (PAGE_NORMAL | DESC_AP_RO | DESC_UXN | DESC_PXN)
-.equ PAGE_DATA,     (PAGE_NORMAL | DESC_UXN | DESC_PXN)
-.equ BLOCK_ID,      (DESC_BLOCK | DESC_AF | DESC_SH_INNER | ATTR_NORMAL | DESC_UXN)
-
-// MAIR: 0 normal WB RA/WA, 1 device nGnRE, 2 normal non-cacheable, 3 device nGnRnE.
-.equ MAIR_VALUE,    0x004404FF
-// TCR: T0SZ=T1SZ=16 (48-bit), 4 KiB granules, inner-shareable write-back walks; IPS set at run time.
-.equ TCR_VALUE,     ((16 << 0) | (1 << 8) | (1 << 10) | (3 << 12) | (0 << 14) | (16 << 16) | (1 << 24) | (1 << 26) | (3 << 28) | (2 << 30))
-// SCTLR_EL1: RES1 bits, MMU, D-cache, SP alignment check, I-cache.
-.equ SCTLR_EL1_OFF, 0x30D00800
-.equ SCTLR_EL1_ON,  (SCTLR_EL1_OFF | (1 << 0) | (1 << 2) | (1 << 3) | (1 << 12))
+// Every operand in braces comes from Rust (boot.rs): the MMU registers' values and the boot
+// descriptors from mm::page_table, the EL3/EL2 set-up values from aarch64-cpu's fields.
 
 .section .text.head, "ax"
 .global _start
@@ -47,10 +26,11 @@ _start:
 primary_entry:
     msr     daifset, #0xf
     // Some loaders (QEMU booting at EL3 with no firmware) start every CPU here. Only the
-    // CPU with affinity 0.0.0 boots; the others park until PSCI or a spin table would
+    // CPU with affinity 0.0.0.0 boots; the others park until PSCI or a spin table would
     // start them properly, which such a machine cannot do, so they stay parked.
     mrs     x9, mpidr_el1
-    and     x9, x9, #0xffffff
+    ldr     x10, ={MPIDR_AFFINITY}
+    and     x9, x9, x10
     cbz     x9, 1f
 0:  wfe
     b       0b
@@ -92,9 +72,9 @@ drop_to_el1:
     // EL3 with no firmware: stay in the Secure state (lower ELs AArch64) and go straight
     // to EL1. Non-secure code could not configure the interrupt controller (interrupt
     // groups are the firmware's), and there is no firmware here to do it.
-    mov     x10, #(1 << 10)
+    mov     x10, #{SCR_EL3_VALUE}
     msr     scr_el3, x10
-    mov     x10, #0x3c5                 // EL1h, DAIF masked
+    mov     x10, #{SPSR_EL1H_MASKED}    // EL1h, DAIF masked
     msr     spsr_el3, x10
     adr     x10, 2f
     msr     elr_el3, x10
@@ -104,29 +84,29 @@ drop_to_el1:
     cmp     x9, #2
     b.ne    2f
     // EL2: EL1 is AArch64, may use the physical timer and counter, no FP traps.
-    mov     x10, #(1 << 31)
+    mov     x10, #{HCR_EL2_VALUE}
     msr     hcr_el2, x10
     mrs     x10, cnthctl_el2
-    orr     x10, x10, #3
+    orr     x10, x10, #{CNTHCTL_EL1_ACCESS}
     msr     cnthctl_el2, x10
     msr     cntvoff_el2, xzr
-    mov     x10, #0x33ff
+    mov     x10, #{CPTR_EL2_VALUE}
     msr     cptr_el2, x10
     msr     hstr_el2, xzr
     // With a GICv3 CPU interface, EL1 may use its system registers (ICC_SRE_EL2.Enable|SRE);
     // otherwise EL1's first ICC_SRE_EL1 access would trap to an EL2 with no handler.
     mrs     x10, id_aa64pfr0_el1
-    ubfx    x10, x10, #24, #4
+    ubfx    x10, x10, #{PFR0_GIC_SHIFT}, #4
     cbz     x10, 3f
     mrs     x10, S3_4_C12_C9_5          // ICC_SRE_EL2
-    mov     x11, #0x9                   // SRE | Enable
+    mov     x11, #{ICC_SRE_EL2_EL1_ACCESS}
     orr     x10, x10, x11
     msr     S3_4_C12_C9_5, x10
     isb
 3:
-    ldr     x10, =SCTLR_EL1_OFF
+    ldr     x10, ={SCTLR_MMU_OFF}
     msr     sctlr_el1, x10
-    mov     x10, #0x3c5                 // EL1h, DAIF masked
+    mov     x10, #{SPSR_EL1H_MASKED}    // EL1h, DAIF masked
     msr     spsr_el2, x10
     adr     x10, 2f
     msr     elr_el2, x10
@@ -138,16 +118,16 @@ build_boot_tables:
     // Upper half: L0[511] -> L1, L1[510] -> L2, L2[0..2] -> L3 pages of the image.
     adrp    x0, boot_l0_hi
     adrp    x1, boot_l1_hi
-    orr     x2, x1, #DESC_TABLE
+    orr     x2, x1, #{TABLE_BITS}
     str     x2, [x0, #(511 * 8)]
     adrp    x0, boot_l2_hi
-    orr     x2, x0, #DESC_TABLE
+    orr     x2, x0, #{TABLE_BITS}
     str     x2, [x1, #(510 * 8)]
     adrp    x1, boot_l3_hi
-    orr     x2, x1, #DESC_TABLE
+    orr     x2, x1, #{TABLE_BITS}
     str     x2, [x0]
-    add     x1, x1, #4096
-    orr     x2, x1, #DESC_TABLE
+    add     x1, x1, #{PAGE_SIZE}
+    orr     x2, x1, #{TABLE_BITS}
     str     x2, [x0, #8]
 
     // Pages: one L3 entry per 4 KiB, attributes by section.
@@ -156,9 +136,9 @@ build_boot_tables:
     adrp    x3, __text_end
     adrp    x4, __rodata_end
     adrp    x5, __kernel_end
-    ldr     x6, =PAGE_TEXT
-    ldr     x7, =PAGE_RODATA
-    ldr     x8, =PAGE_DATA
+    ldr     x6, ={PAGE_TEXT}
+    ldr     x7, ={PAGE_RODATA}
+    ldr     x8, ={PAGE_DATA}
 3:  cmp     x1, x5
     b.hs    6f
     mov     x2, x6
@@ -170,7 +150,7 @@ build_boot_tables:
     mov     x2, x8
 5:  orr     x2, x2, x1
     str     x2, [x0], #8
-    add     x1, x1, #4096
+    add     x1, x1, #{PAGE_SIZE}
     b       3b
 6:
     // Identity map of the 2 MiB block holding this code, for turning the MMU on.
@@ -179,18 +159,18 @@ build_boot_tables:
     adrp    x2, boot_l1_id
     lsr     x9, x1, #39
     and     x9, x9, #511
-    orr     x10, x2, #DESC_TABLE
+    orr     x10, x2, #{TABLE_BITS}
     str     x10, [x0, x9, lsl #3]
     adrp    x0, boot_l2_id
     lsr     x9, x1, #30
     and     x9, x9, #511
-    orr     x10, x0, #DESC_TABLE
+    orr     x10, x0, #{TABLE_BITS}
     str     x10, [x2, x9, lsl #3]
     lsr     x9, x1, #21
     and     x9, x9, #511
     lsr     x10, x1, #21
     lsl     x10, x10, #21
-    ldr     x11, =BLOCK_ID
+    ldr     x11, ={BLOCK_ID}
     orr     x10, x10, x11
     str     x10, [x0, x9, lsl #3]
     dsb     ishst
@@ -198,15 +178,15 @@ build_boot_tables:
 
 // Turns the MMU on with the boot tables; returns still running at the identity address.
 enable_mmu:
-    ldr     x9, =MAIR_VALUE
+    ldr     x9, ={MAIR}
     msr     mair_el1, x9
-    ldr     x9, =TCR_VALUE
+    ldr     x9, ={TCR}
     mrs     x10, id_aa64mmfr0_el1
-    and     x10, x10, #0x7              // PARange -> TCR.IPS
-    cmp     x10, #5
-    mov     x11, #5
+    and     x10, x10, #{PARANGE_MASK}   // PARange -> TCR.IPS
+    cmp     x10, #{TCR_IPS_MAX}
+    mov     x11, #{TCR_IPS_MAX}
     csel    x10, x10, x11, ls           // at most 48 bits of PA with 4 KiB granules
-    orr     x9, x9, x10, lsl #32
+    orr     x9, x9, x10, lsl #{TCR_IPS_SHIFT}
     msr     tcr_el1, x9
     adrp    x9, boot_l0_id
     msr     ttbr0_el1, x9
@@ -216,7 +196,7 @@ enable_mmu:
     tlbi    vmalle1
     dsb     nsh
     isb
-    ldr     x9, =SCTLR_EL1_ON
+    ldr     x9, ={SCTLR_MMU_ON}
     msr     sctlr_el1, x9
     isb
     ret
@@ -260,6 +240,10 @@ boot_l0_id: .space 4096
 boot_stack: .space 16384
 .global __boot_stack_top
 __boot_stack_top:
-boot_l3_hi: .space 8192                 // the image may be up to 4 MiB
+boot_l3_hi: .space {BOOT_L3_BYTES}     // the image may be up to __boot_map_size bytes
 boot_l1_id: .space 4096
 boot_l2_id: .space 4096
+
+// The bytes boot_l3_hi maps, for the linker script's check that the image fits.
+.global __boot_map_size
+.set __boot_map_size, {BOOT_MAP_SIZE}

@@ -4,7 +4,7 @@
 //! status codes. Calls nothing; `crate::kernel::exception` decides what to do with a trap.
 use core::fmt;
 
-use aarch64_cpu::registers::ESR_EL1;
+use aarch64_cpu::registers::{ESR_EL1, SPSR_EL1};
 
 /// Registers saved by the vector entry, in the order `vectors.s` stores them. A thread's
 /// saved context is the same structure, so a context switch is a copy of one of these.
@@ -39,11 +39,11 @@ pub const DFSC_TRANSLATION_MASK: u64 = 0b11_1100;
 pub const DFSC_TRANSLATION: u64 = 0b00_0100;
 
 /// SPSR value for a thread: EL1t (SP_EL0), interrupts enabled.
-pub const SPSR_EL1T: u64 = 0b0100;
+pub const SPSR_EL1T: u64 = SPSR_EL1::M::EL1t.value;
 /// SPSR.M field mask.
-pub const SPSR_MODE_MASK: u64 = 0b1111;
+pub const SPSR_MODE_MASK: u64 = SPSR_EL1::M.mask << SPSR_EL1::M.shift;
 /// SPSR.I: IRQs masked.
-pub const SPSR_IRQ_MASKED: u64 = 1 << 7;
+pub const SPSR_IRQ_MASKED: u64 = SPSR_EL1::I::Masked.value;
 
 impl TrapFrame {
     /// A frame that starts `entry(arg)` at EL1t on the stack whose top is `sp`, with
@@ -123,25 +123,28 @@ pub struct Syndrome(pub u64);
 impl Syndrome {
     /// The raw exception class.
     pub fn ec(&self) -> u8 {
-        ((self.0 >> 26) & 0x3f) as u8
+        ESR_EL1::EC.read(self.0) as u8
     }
 
     /// The instruction-specific syndrome.
     pub fn iss(&self) -> u32 {
-        (self.0 & 0x1ff_ffff) as u32
+        ESR_EL1::ISS.read(self.0) as u32
     }
 
     /// The exception class.
     pub fn class(&self) -> ExceptionClass {
-        match self.ec() {
-            0x00 => ExceptionClass::Unknown,
-            0x15 => ExceptionClass::Svc,
-            0x20 | 0x21 => ExceptionClass::InstructionAbort,
-            0x24 | 0x25 => ExceptionClass::DataAbort,
-            0x22 => ExceptionClass::PcAlignment,
-            0x26 => ExceptionClass::SpAlignment,
-            0x3c => ExceptionClass::Breakpoint,
-            ec => ExceptionClass::Other(ec),
+        use ESR_EL1::EC::Value as Ec;
+        match ESR_EL1::EC.read_as_enum(self.0) {
+            Some(Ec::Unknown) => ExceptionClass::Unknown,
+            Some(Ec::SVC64) => ExceptionClass::Svc,
+            Some(Ec::InstrAbortLowerEL | Ec::InstrAbortCurrentEL) => {
+                ExceptionClass::InstructionAbort
+            }
+            Some(Ec::DataAbortLowerEL | Ec::DataAbortCurrentEL) => ExceptionClass::DataAbort,
+            Some(Ec::PCAlignmentFault) => ExceptionClass::PcAlignment,
+            Some(Ec::SPAlignmentFault) => ExceptionClass::SpAlignment,
+            Some(Ec::Brk64) => ExceptionClass::Breakpoint,
+            _ => ExceptionClass::Other(self.ec()),
         }
     }
 

@@ -13,8 +13,6 @@
 pub mod v2;
 pub mod v3;
 
-use aarch64_cpu::registers::{Readable, MPIDR_EL1};
-
 /// Lowest interrupt ID of a Shared Peripheral Interrupt; 0..16 are SGIs, 16..32 PPIs.
 pub const SPI_BASE: u32 = 32;
 
@@ -35,8 +33,7 @@ const PRIORITY_MASK_OPEN: u8 = 0xff;
 /// never answers cannot hang boot (QEMU answers at once, hardware within microseconds).
 const SPIN_LIMIT: u32 = 1_000_000;
 
-/// The MPIDR_EL1 bits that make up a CPU's affinity (Aff3, Aff2, Aff1, Aff0).
-const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+use crate::arch::aarch64::MPIDR_AFFINITY_MASK;
 
 /// Where a Software Generated Interrupt is delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +99,7 @@ pub trait InterruptController: Send + Sync {
 
 /// The calling CPU's affinity, `MPIDR_EL1` reduced to Aff3..Aff0 in their MPIDR positions.
 fn current_affinity() -> u64 {
-    MPIDR_EL1.get() & MPIDR_AFFINITY_MASK
+    crate::arch::aarch64::mpidr_affinity()
 }
 
 /// Reduces an `MPIDR_EL1` value to its affinity fields.

@@ -23,17 +23,20 @@
 //!
 //! The files: this one (the traits, [`PageTable`] and its public operations), `descriptor`
 //! (the formats), `walk` (how a range is cut into entries, level by level), `map`
-//! (mapping and preparing tables), `unmap` (unmapping and changing attributes), `error`.
+//! (mapping and preparing tables), `unmap` (unmapping and changing attributes), `error`,
+//! `regime` (MAIR, TCR and SCTLR as the boot code programs them, and the boot descriptors).
 
 mod descriptor;
 mod error;
 mod map;
+mod regime;
 mod unmap;
 mod walk;
 
 pub use descriptor::*;
 pub use error::*;
 use map::*;
+pub use regime::*;
 pub use unmap::*;
 use walk::*;
 

@@ -136,7 +136,7 @@ fn maps_blocks_where_aligned_and_allowed() {
 
 #[test]
 fn descriptors_match_the_boot_code_encoding() {
-    // boot.s: PAGE_DATA, PAGE_TEXT and PAGE_RODATA.
+    // The architecture's encoding, typed independently of the field definitions.
     let normal = 0x3 | (1 << 10) | (3 << 8);
     let (pxn, uxn, ro) = (1u64 << 53, 1u64 << 54, 1u64 << 7);
     let pa = 0x4008_1000;

@@ -131,5 +131,6 @@ const RO: Attributes = Attributes::new(MemoryType::Normal, Permission::ReadOnly)
 const RX: Attributes = Attributes::new(MemoryType::Normal, Permission::ReadExecute);
 
 mod map;
+mod regime;
 mod tables;
 mod unmap;
