@@ -95,9 +95,9 @@ impl IrqSpec {
 /// How to call PSCI firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PsciConduit {
-    /// `HVC #0`: firmware at EL2.
+    /// `hvc #0`: the firmware is a hypervisor at EL2 (or QEMU emulating one).
     Hvc,
-    /// `SMC #0`: firmware at EL3.
+    /// `smc #0`: the firmware is the secure monitor at EL3 (or QEMU emulating one).
     Smc,
 }
 

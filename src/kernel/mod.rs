@@ -15,8 +15,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::{ReadWriteable, Writeable, TCR_EL1, VBAR_EL1};
 
-use crate::arch::psci::{self, Conduit};
+use crate::arch::psci;
 use crate::cmdline::KernelArgs;
+use crate::dtb::PsciConduit;
 use crate::dtb::{self, MachineInfo};
 use crate::mm::layout::{self, phys_to_virt, PAGE_SIZE};
 use crate::mm::page_table::Attributes;
@@ -56,8 +57,6 @@ pub struct BootInfo {
     pub ram_bytes: u64,
     /// Bytes of the kernel image, bss included.
     pub image_bytes: u64,
-    /// PSCI conduit, if the machine has PSCI.
-    pub psci: Option<Conduit>,
 }
 
 static BOOT_INFO: crate::sync::Once<BootInfo> = crate::sync::Once::new();
@@ -162,9 +161,35 @@ fn map_dtb(dtb_pa: u64) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts((layout::DTB_BASE as usize + offset) as *const u8, size) }
 }
 
-/// Entered from `boot.s` on the boot CPU, MMU on, running in the upper half.
+/// Entered from `boot.s` on the boot CPU, MMU on, running in the upper half. Each step
+/// needs the ones before it.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
+    let image_bytes = start_boot_cpu(image_pa);
+    let (dtb_pa, blob, machine) = read_machine(dtb_pa);
+    let console_uart = start_console(&machine);
+    let ram_bytes = add_memory(&machine, image_pa, image_bytes, dtb_pa, blob.len() as u64);
+    let args = read_command_line(&machine);
+    init_interrupts(&machine, &console_uart);
+    let cpus = machine.cpus.len().clamp(1, crate::percpu::MAX_CPUS);
+    BOOT_INFO.call_once(|| BootInfo {
+        machine,
+        args,
+        ram_bytes,
+        image_bytes,
+    });
+    start_threads(cpus);
+    start_secondaries(cpus);
+    drop_identity_map();
+    crate::kernel::irq::init_this_cpu();
+    BOOT_DONE.store(true, Ordering::Release);
+    aarch64_cpu::asm::sev();
+    sched::start_this_cpu()
+}
+
+/// This CPU's identity and vectors, the boot heap and the kernel address space (adopting the
+/// boot tables). Returns the size of the image, bss included.
+fn start_boot_cpu(image_pa: u64) -> u64 {
     crate::percpu::init_this_cpu(0, crate::arch::aarch64::mpidr_affinity());
     set_vectors();
     heap::init_boot_heap();
@@ -172,9 +197,13 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     let image_bytes =
         core::ptr::addr_of!(__kernel_end) as u64 - core::ptr::addr_of!(__kernel_start) as u64;
     kspace::init(image_pa, image_bytes);
+    image_bytes
+}
 
-    // The loader's tree, else the board's (on virt: where QEMU puts it for an ELF boot; on a
-    // Pi: the built-in description, whose model string says the loader passed none).
+/// The device tree: the loader's, else the board's (on virt: where QEMU puts it for an ELF
+/// boot; on a Pi: the built-in description, whose model string says the loader passed none),
+/// mapped and parsed. Returns where it is, its bytes and what it says.
+fn read_machine(dtb_pa: u64) -> (u64, &'static [u8], MachineInfo) {
     let dtb_pa = if dtb_pa != 0 && dtb_at(dtb_pa) {
         dtb_pa
     } else {
@@ -188,9 +217,13 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
             dtb_pa, e
         )),
     };
+    (dtb_pa, blob, machine)
+}
 
-    // Console: the PL011, or the mini UART if the command line asks for it (`console=mini`)
-    // and the tree has one. The rest of the command line is read once the console is up.
+/// The console: the PL011, or the mini UART if the command line asks for it (`console=mini`)
+/// and the tree has one. The rest of the command line is read once the console is up.
+/// Returns the console's UART.
+fn start_console(machine: &MachineInfo) -> dtb::Uart {
     let wants_mini = crate::cmdline::console_choice(machine.bootargs.as_deref().unwrap_or(""))
         == crate::cmdline::ConsoleChoice::Mini;
     let console_uart = match machine.mini_uart.filter(|_| wants_mini) {
@@ -215,8 +248,18 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
             "dynstack: console=mini: the device tree has no enabled mini UART; using the PL011"
         );
     }
+    console_uart
+}
 
-    // Physical memory: RAM minus the image, the DTB and reserved ranges; then the linear map.
+/// Physical memory: RAM minus the image, the DTB and reserved ranges goes to the frame
+/// allocator; then the linear map, and the heap may grow. Returns the bytes of RAM.
+fn add_memory(
+    machine: &MachineInfo,
+    image_pa: u64,
+    image_bytes: u64,
+    dtb_pa: u64,
+    dtb_bytes: u64,
+) -> u64 {
     let ram: Vec<Range> = machine
         .memory
         .iter()
@@ -232,7 +275,7 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
         .map(|r| Range::from_base_size(r.base, r.size))
         .collect();
     holes.push(image);
-    holes.push(Range::from_base_size(dtb_pa, blob.len() as u64));
+    holes.push(Range::from_base_size(dtb_pa, dtb_bytes));
     for r in regions::subtract(&ram, &holes, PAGE_SIZE as u64) {
         frame::add_range(r.start, r.end);
     }
@@ -252,9 +295,11 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     }
     kspace::linear_map_ready();
     heap::enable_growth();
-    let ram_bytes = ram.iter().map(|r| r.len()).sum();
+    ram.iter().map(|r| r.len()).sum()
+}
 
-    // Command line.
+/// The kernel command line: errors reported, the stack settings applied.
+fn read_command_line(machine: &MachineInfo) -> KernelArgs {
     let (args, errors) = crate::cmdline::parse(machine.bootargs.as_deref().unwrap_or(""));
     for e in &errors {
         println!("error: {}", e);
@@ -268,24 +313,12 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
             args.ignored.join(" ")
         );
     }
+    args
+}
 
-    // Interrupts and timer.
-    init_interrupts(&machine, &console_uart);
-
-    let psci = machine.psci.map(|p| match p {
-        dtb::PsciConduit::Hvc => Conduit::Hvc,
-        dtb::PsciConduit::Smc => Conduit::Smc,
-    });
-    let cpus = machine.cpus.len().clamp(1, crate::percpu::MAX_CPUS);
-    BOOT_INFO.call_once(|| BootInfo {
-        machine,
-        args,
-        ram_bytes,
-        image_bytes,
-        psci,
-    });
-
-    // Exception stacks, stacks, scheduler.
+/// Exception stacks for every CPU, the stack arena, this CPU's idle thread, the reaper and
+/// the main thread.
+fn start_threads(cpus: usize) {
     for cpu in 0..cpus {
         map_exception_stack(cpu);
     }
@@ -305,12 +338,6 @@ extern "C" fn kernel_entry(dtb_pa: u64, image_pa: u64) -> ! {
     }) {
         early_fail(format_args!("cannot create the main thread: {}", e));
     }
-    start_secondaries(cpus);
-    drop_identity_map();
-    crate::kernel::irq::init_this_cpu();
-    BOOT_DONE.store(true, Ordering::Release);
-    aarch64_cpu::asm::sev();
-    sched::start_this_cpu()
 }
 
 /// Maps the PL011 at `uart` and makes it the console.
@@ -472,7 +499,7 @@ static BOOT_DONE: AtomicBool = AtomicBool::new(false);
 #[derive(Clone, Copy)]
 enum StartMethod {
     /// PSCI `CPU_ON` through this conduit.
-    Psci(Conduit),
+    Psci(PsciConduit),
     /// The spin table: the CPU polls this physical address with its MMU off.
     SpinTable(u64),
 }
@@ -490,7 +517,7 @@ fn start_secondaries(cpus: usize) {
             continue;
         }
         let method = match cpu.enable {
-            dtb::EnableMethod::Psci => info.psci.map(StartMethod::Psci),
+            dtb::EnableMethod::Psci => info.machine.psci.map(StartMethod::Psci),
             dtb::EnableMethod::SpinTable { release_addr } => {
                 Some(StartMethod::SpinTable(release_addr))
             }
@@ -607,7 +634,7 @@ extern "C" fn secondary_kernel_entry(_context: u64) -> ! {
 /// Powers the machine off (QEMU exits with status 0).
 pub fn poweroff() -> ! {
     crate::kernel::console::flush();
-    if let Some(c) = BOOT_INFO.get().and_then(|i| i.psci) {
+    if let Some(c) = BOOT_INFO.get().and_then(|i| i.machine.psci) {
         psci::system_off(c);
     }
     // No PSCI (a Raspberry Pi): the power-management watchdog's halt, as Linux does it.

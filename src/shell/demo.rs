@@ -23,7 +23,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::arch::timer;
 use crate::cmdline::StackPolicy;
 use crate::sched::{self, ThreadKind, ThreadState};
-use crate::shell::{savings_pct, Backend, KillTarget, Profile, LINUX_STACK_KIB};
+use crate::shell::{savings_pct, Backend, KillTarget, Profile, StackStats, LINUX_STACK_KIB};
 
 /// `mix` threads started per policy, at most (fewer when memory is short).
 const POPULATION: usize = 2000;
@@ -152,6 +152,27 @@ fn wait_until(mut done: impl FnMut() -> bool) -> bool {
 /// Runs the demo, printing to `out`.
 pub fn run(backend: &mut dyn Backend, out: &mut dyn Write) {
     let start = timer::now();
+    let Some((n, before)) = introduce(backend, out) else {
+        return;
+    };
+    let created = start_population(backend, n, out);
+    let rows = Rows::new();
+    let [fixed, dynamic] = census(&rows);
+    show_memory(backend, &fixed, &dynamic, out);
+    show_high_water(&rows, &fixed, &dynamic, out);
+    let fixed_after = show_overflow(backend, &rows, created, &fixed, &dynamic, out);
+    show_trim(backend, &rows, &fixed_after, out);
+    clean_up(backend, &before, out);
+    say!(
+        out,
+        "demo done in {} ms. Try: spawn 10000 mix, stacks, ps 5, trim, kill all, help",
+        elapsed_ms(start)
+    );
+}
+
+/// The machine and the stack settings; then how many threads of each policy the demo starts,
+/// and the stack counters before it, or `None` (with an error printed) when it cannot run.
+fn introduce(backend: &mut dyn Backend, out: &mut dyn Write) -> Option<(usize, StackStats)> {
     let info = crate::kernel::boot_info();
     let cfg = crate::stack::config();
     say!(
@@ -176,7 +197,7 @@ pub fn run(backend: &mut dyn Backend, out: &mut dyn Write) {
             "error: demo: {} workload threads are running; `kill all` first",
             sched::workload_threads()
         );
-        return;
+        return None;
     }
     let before = backend.stacks();
     let max_kib = cfg.max as u64 / 1024;
@@ -186,10 +207,14 @@ pub fn run(backend: &mut dyn Backend, out: &mut dyn Write) {
     let n = POPULATION.min((free_kib / (4 * (2 * max_kib + 2))) as usize);
     if n == 0 {
         say!(out, "error: demo: too little free memory ({free_kib} KiB)");
-        return;
+        return None;
     }
+    Some((n, before))
+}
 
-    // 1. The population.
+/// Step 1: `n` `mix` threads of each policy, settled. Returns how many of each started
+/// (`[fixed, dynamic]`).
+fn start_population(backend: &mut dyn Backend, n: usize, out: &mut dyn Write) -> [usize; 2] {
     let t0 = timer::now();
     let mut created = [0usize; 2];
     for policy in [StackPolicy::Fixed, StackPolicy::Dynamic] {
@@ -211,10 +236,11 @@ pub fn run(backend: &mut dyn Backend, out: &mut dyn Write) {
         out,
         "   (each recursed once to a depth drawn like the article's population, then slept)"
     );
+    created
+}
 
-    // 2. Memory side by side.
-    let rows = Rows::new();
-    let [fixed, dynamic] = census(&rows);
+/// Step 2: the two policies' stack memory side by side, and Linux's for as many threads.
+fn show_memory(backend: &mut dyn Backend, fixed: &Census, dynamic: &Census, out: &mut dyn Write) {
     let with_tables = backend.stacks();
     let linux_kib = dynamic.threads * LINUX_STACK_KIB;
     let linux = format!("Linux ({LINUX_STACK_KIB} KiB each, computed)");
@@ -248,8 +274,10 @@ pub fn run(backend: &mut dyn Backend, out: &mut dyn Write) {
         "   (and the stack arena's page tables: {} bytes per stack)",
         with_tables.pt_kib * 1024 / with_tables.threads.max(1)
     );
+}
 
-    // 3. How deep they went.
+/// Step 3: the histogram of high-water marks.
+fn show_high_water(rows: &Rows, fixed: &Census, dynamic: &Census, out: &mut dyn Write) {
     say!(
         out,
         "\n3. stack high-water marks (fixed: deepest word written; dynamic: pages mapped)"
@@ -281,8 +309,20 @@ pub fn run(backend: &mut dyn Backend, out: &mut dyn Write) {
         "   {}% stayed within 8 KiB (the article: about 99% on Linux)",
         ratio(100 * (fixed.within_8k + dynamic.within_8k), all, 1)
     );
+}
 
-    // 4. One overflow, and the others unharmed.
+/// Step 4: one thread overflows while witnesses sit deep in their stacks; the others are
+/// unharmed. Returns the census of fixed threads afterwards.
+fn show_overflow(
+    backend: &mut dyn Backend,
+    rows: &Rows,
+    created: [usize; 2],
+    fixed: &Census,
+    dynamic: &Census,
+    out: &mut dyn Write,
+) -> Census {
+    let cfg = crate::stack::config();
+    let all = fixed.threads + dynamic.threads;
     say!(
         out,
         "\n4. {WITNESSES} witnesses wait {} KiB deep in their stacks; an `overflow` thread \
@@ -296,7 +336,7 @@ pub fn run(backend: &mut dyn Backend, out: &mut dyn Write) {
         && wait_until(|| backend.stacks().overflows > overflows)
         && wait_until(|| sched::workload_threads() == created[0] + created[1]);
     let intact = witnesses.finish();
-    let [fixed_after, dynamic_after] = census(&rows);
+    let [fixed_after, dynamic_after] = census(rows);
     if !died {
         say!(out, "error: demo: the overflow thread did not die in time");
     }
@@ -322,10 +362,13 @@ pub fn run(backend: &mut dyn Backend, out: &mut dyn Write) {
         "   {intact} of {} witnesses came back up through every frame intact",
         witnesses.started
     );
+    fixed_after
+}
 
-    // 5. Trim.
+/// Step 5: trim gives the sleeping threads' unused pages back.
+fn show_trim(backend: &mut dyn Backend, rows: &Rows, fixed_after: &Census, out: &mut dyn Write) {
     let freed = backend.trim();
-    let [_, trimmed] = census(&rows);
+    let [_, trimmed] = census(rows);
     let held = trimmed.mapped + trimmed.parked_bytes;
     say!(
         out,
@@ -347,8 +390,10 @@ pub fn run(backend: &mut dyn Backend, out: &mut dyn Write) {
         held / trimmed.threads.max(1),
         savings_pct(held.div_ceil(1024), fixed_after.mapped / 1024)
     );
+}
 
-    // 6. Clean up.
+/// Step 6: the population killed, and stack memory back where it was.
+fn clean_up(backend: &mut dyn Backend, before: &StackStats, out: &mut dyn Write) {
     match backend.kill(&KillTarget::All) {
         Ok(killed) => {
             let now = backend.stacks();
@@ -363,11 +408,6 @@ pub fn run(backend: &mut dyn Backend, out: &mut dyn Write) {
             say!(out, "error: demo: kill all: {why}");
         }
     }
-    say!(
-        out,
-        "demo done in {} ms. Try: spawn 10000 mix, stacks, ps 5, trim, kill all, help",
-        elapsed_ms(start)
-    );
 }
 
 /// Threads parked deep in their own stacks while another thread overflows; each then returns

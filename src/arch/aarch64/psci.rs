@@ -13,6 +13,8 @@ use aarch64_cpu::{
     registers::{Writeable, DAIF},
 };
 
+use crate::dtb::PsciConduit;
+
 /// `PSCI_VERSION` (SMC32).
 const FN_PSCI_VERSION: u64 = 0x8400_0000;
 /// `CPU_ON` (SMC64).
@@ -21,27 +23,6 @@ const FN_CPU_ON: u64 = 0xc400_0003;
 const FN_SYSTEM_OFF: u64 = 0x8400_0008;
 /// `SYSTEM_RESET` (SMC32).
 const FN_SYSTEM_RESET: u64 = 0x8400_0009;
-
-/// How PSCI calls reach the firmware.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Conduit {
-    /// `hvc #0`: the firmware is a hypervisor at EL2 (or QEMU emulating one).
-    Hvc,
-    /// `smc #0`: the firmware is the secure monitor at EL3 (or QEMU emulating one).
-    Smc,
-}
-
-impl Conduit {
-    /// The conduit a device tree's `/psci` node names in its `method` property
-    /// (`"hvc"` or `"smc"`), or `None` for anything else.
-    pub fn from_method(method: &str) -> Option<Self> {
-        match method {
-            "hvc" => Some(Self::Hvc),
-            "smc" => Some(Self::Smc),
-            _ => None,
-        }
-    }
-}
 
 /// A PSCI call's failure, from its negative return code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,13 +90,13 @@ impl fmt::Display for PsciError {
 ///
 /// The caller must have got `conduit` from the device tree: `hvc` without an EL2, or `smc`
 /// without an EL3 (or QEMU's emulation of one), is an undefined instruction.
-fn call(conduit: Conduit, id: u64, a1: u64, a2: u64, a3: u64) -> u64 {
+fn call(conduit: PsciConduit, id: u64, a1: u64, a2: u64, a3: u64) -> u64 {
     let ret: u64;
     match conduit {
         // SAFETY: an SMCCC call returns to the next instruction, preserving x18..x30 and
         // SP; every register it may change (x0..x17) is declared clobbered. Memory is not
         // declared untouched: CPU_ON's target reads what we wrote before the call.
-        Conduit::Hvc => unsafe {
+        PsciConduit::Hvc => unsafe {
             core::arch::asm!(
                 "hvc #0",
                 inout("x0") id => ret,
@@ -130,7 +111,7 @@ fn call(conduit: Conduit, id: u64, a1: u64, a2: u64, a3: u64) -> u64 {
             );
         },
         // SAFETY: as for `hvc` above; the secure monitor follows the same convention.
-        Conduit::Smc => unsafe {
+        PsciConduit::Smc => unsafe {
             core::arch::asm!(
                 "smc #0",
                 inout("x0") id => ret,
@@ -150,7 +131,7 @@ fn call(conduit: Conduit, id: u64, a1: u64, a2: u64, a3: u64) -> u64 {
 
 /// The PSCI version as (major, minor), e.g. (1, 1) on QEMU; (0, 0) when the firmware does
 /// not implement `PSCI_VERSION` (PSCI 0.1, which this module cannot drive).
-pub fn version(conduit: Conduit) -> (u16, u16) {
+pub fn version(conduit: PsciConduit) -> (u16, u16) {
     // PSCI_VERSION is an SMC32 call: only the low 32 bits of x0 are defined.
     let ret = call(conduit, FN_PSCI_VERSION, 0, 0, 0) as u32;
     if (ret as i32) < 0 {
@@ -165,7 +146,7 @@ pub fn version(conduit: Conduit) -> (u16, u16) {
 /// Whatever the new CPU reads before it turns its caches on (its entry code, `context`'s
 /// target, page tables) must have been cleaned to the point of coherency first.
 pub fn cpu_on(
-    conduit: Conduit,
+    conduit: PsciConduit,
     target_mpidr: u64,
     entry_pa: u64,
     context: u64,
@@ -178,14 +159,14 @@ pub fn cpu_on(
 
 /// Powers the machine off (QEMU exits with status 0). Never returns: if the firmware does
 /// not implement `SYSTEM_OFF` the CPU idles with interrupts masked.
-pub fn system_off(conduit: Conduit) -> ! {
+pub fn system_off(conduit: PsciConduit) -> ! {
     call(conduit, FN_SYSTEM_OFF, 0, 0, 0);
     halt()
 }
 
 /// Resets the machine. Never returns: if the firmware does not implement `SYSTEM_RESET`
 /// the CPU idles with interrupts masked.
-pub fn system_reset(conduit: Conduit) -> ! {
+pub fn system_reset(conduit: PsciConduit) -> ! {
     call(conduit, FN_SYSTEM_RESET, 0, 0, 0);
     halt()
 }

@@ -1,9 +1,10 @@
 //! TLB maintenance and the barriers around translation-table edits, on the real machine.
 //!
 //! Owns every `TLBI` the kernel issues. [`HardwareTlb`] is the [`TlbOps`] the
-//! translation-table manager (`mm::page_table`) uses on the target; [`publish_page_descriptor`]
-//! is the stack-growth path's single store into a prepared L3 table. Calls only aarch64-cpu's
-//! barriers and inline `TLBI` instructions.
+//! translation-table manager (`mm::page_table`) uses on the target, and the barriers the
+//! stack arena issues after its own descriptor stores (`stack::arena::publish`; the growth
+//! fast path in `stack::fast` issues the same `DSB ISHST; ISB` in assembly). Calls only
+//! aarch64-cpu's barriers and inline `TLBI` instructions.
 //!
 //! Every invalidation is the inner-shareable (broadcast) form, so one CPU's unmap reaches
 //! the TLBs of all CPUs; every mapping is global, so invalidating by VA needs no ASID.
@@ -63,25 +64,5 @@ pub fn invalidate_all() {
         asm!("tlbi vmalle1is", options(nostack, preserves_flags));
     }
     dsb(ISH);
-    isb(SY);
-}
-
-/// Stores the leaf descriptor `desc` into `slot` and makes it visible to this CPU's walker
-/// and every other: the whole of a stack growth once the L3 table exists.
-///
-/// The slot must hold an invalid descriptor: turning an invalid entry valid needs no TLB
-/// invalidation, since no TLB caches a translation fault.
-///
-/// # Safety
-///
-/// `slot` must come from `PageTable::leaf_slot` for a table that is still live, must not be
-/// written concurrently by anyone else, and `desc` must be a page descriptor (from
-/// `PageTable::page_descriptor`) for a frame the caller owns, so that mapping it breaks no
-/// other mapping's guarantees.
-pub unsafe fn publish_page_descriptor(slot: *mut u64, desc: u64) {
-    // SAFETY: the caller guarantees `slot` is a live, exclusively written L3 entry; a
-    // volatile 64-bit store is single-copy atomic for the walker.
-    unsafe { core::ptr::write_volatile(slot, desc) };
-    dsb(ISHST);
     isb(SY);
 }
