@@ -60,10 +60,8 @@ pub mod mm;
 pub mod rng;
 pub mod shell;
 
-#[cfg(target_os = "none")]
 pub mod arch;
 pub mod board;
-#[cfg(target_os = "none")]
 pub mod drivers;
 #[cfg(target_os = "none")]
 pub mod kernel;

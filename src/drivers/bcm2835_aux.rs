@@ -218,3 +218,6 @@ impl MiniUart {
         !self.regs().iir.is_set(IIR::PENDING_N)
     }
 }
+
+#[cfg(test)]
+mod tests;

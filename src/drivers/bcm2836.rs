@@ -29,8 +29,6 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use aarch64_cpu::asm::barrier;
-use aarch64_cpu::registers::MPIDR_EL1;
 use tock_registers::{
     interfaces::{Readable, Writeable},
     register_structs,
@@ -217,7 +215,7 @@ impl Bcm2836 {
 
     /// The calling core's number, if the local controller serves it.
     fn this_core(&self) -> Option<usize> {
-        core_of(MPIDR_EL1.get())
+        core_of(super::current_affinity())
     }
 
     /// The lowest-numbered armctrl interrupt that is both pending and enabled.
@@ -374,7 +372,7 @@ impl InterruptController for Bcm2836 {
         }
         let l = self.local();
         // The target's handler must see everything written before the SGI was raised.
-        barrier::dsb(barrier::ISHST);
+        crate::drivers::dsb_ishst();
         match target {
             SgiTarget::Cpu(mpidr) => {
                 if let Some(core) = core_of(mpidr) {
@@ -395,3 +393,6 @@ impl InterruptController for Bcm2836 {
         0
     }
 }
+
+#[cfg(test)]
+mod tests;

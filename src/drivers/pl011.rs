@@ -340,3 +340,6 @@ impl fmt::Write for Pl011 {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,12 +1,21 @@
 //! AArch64: boot entry, exception vectors, trap frames, system registers, TLB maintenance,
-//! the generic timer and PSCI.
+//! the generic timer and PSCI. Only the MPIDR affinity mask builds for the host too (the
+//! drivers' host tests use it); everything else is for the target.
+#[cfg(target_os = "none")]
 mod boot;
+#[cfg(target_os = "none")]
 pub mod irq;
+#[cfg(target_os = "none")]
 pub mod probe;
+#[cfg(target_os = "none")]
 pub mod psci;
+#[cfg(target_os = "none")]
 pub mod timer;
+#[cfg(target_os = "none")]
 pub mod tlb;
+#[cfg(target_os = "none")]
 pub mod trap;
+#[cfg(target_os = "none")]
 mod vectors;
 
 use aarch64_cpu::registers::{Readable, MPIDR_EL1};
@@ -24,6 +33,7 @@ pub fn mpidr_affinity() -> u64 {
 }
 
 /// The current stack pointer.
+#[cfg(target_os = "none")]
 #[inline(always)]
 pub fn stack_pointer() -> u64 {
     let sp: u64;

@@ -19,8 +19,12 @@
 
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
+// The configuration lock masks IRQs on the machine (an interrupt handler may reconfigure a
+// line); the host tests, which have no IRQs to mask, use a plain spin lock.
+#[cfg(target_os = "none")]
 use crate::sync::IrqMutex;
-use aarch64_cpu::asm::barrier;
+#[cfg(not(target_os = "none"))]
+use spin::Mutex as IrqMutex;
 use tock_registers::{
     interfaces::{Readable, Writeable},
     register_bitfields, register_structs,
@@ -375,7 +379,7 @@ impl InterruptController for GicV2 {
         let nsatt = u32::from(self.view.load(Ordering::Acquire) == VIEW_FULL_SECURE);
 
         // The target's handler must see everything written before the SGI was raised.
-        barrier::dsb(barrier::ISHST);
+        crate::drivers::dsb_ishst();
         self.gicd()
             .sgir
             .write(filter + GICD_SGIR::SGIINTID.val(sgi) + GICD_SGIR::NSATT.val(nsatt));
@@ -385,3 +389,6 @@ impl InterruptController for GicV2 {
         2
     }
 }
+
+#[cfg(test)]
+mod tests;
