@@ -6,7 +6,7 @@
 //! which nothing uses: AArch64 code has no red zone) into a block of the smallest of
 //! [`CLASSES`] that fits, unmaps every page of the reservation and returns them; the
 //! reservation itself (its slot in the arena) is kept. Before the thread runs again the
-//! scheduler's switch-in ([`restore`], called from `prepare_switch_in`) maps the top page(s)
+//! scheduler's switch-in (`restore`, called from `prepare_switch_in`) maps the top page(s)
 //! from its CPU's reserve, copies the bytes back to the same addresses (so every pointer into
 //! the stack, saved frame pointers included, is still right), and gives the block back. A
 //! stack whose live part does not fit the largest class is trimmed instead.
