@@ -306,6 +306,7 @@ fn too_deep_is_trimmed_instead() -> TestResult {
         "the parker never looked at the deep thread"
     );
     check!(!is_parked(tid), "a 6 KiB live part was parked");
+    // SAFETY: `with_thread` holds the thread table lock, which keeps the block alive.
     let mapped = sched::with_thread(tid, |t| unsafe { (*t).stack.mapped_bytes() }).unwrap_or(0);
     check!(mapped >= 6 * 1024, "only {} bytes left mapped", mapped);
     EXIT_NOW.store(true, Ordering::SeqCst);

@@ -130,7 +130,8 @@ unsafe impl GlobalAlloc for KernelHeap {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(p) = NonNull::new(ptr) {
-            self.heap.lock().dealloc(p, layout);
+            // SAFETY: the caller hands back a block this allocator returned for `layout`.
+            unsafe { self.heap.lock().dealloc(p, layout) };
         }
     }
 }

@@ -162,9 +162,9 @@ fn sweep(batch: &mut ParkBatch, due_before: u64) -> (u64, Option<u64>) {
                     }
                     q.parkable.remove(t);
                     let asleep = matches!(th.state(), ThreadState::Sleeping | ThreadState::Blocked);
-                    // SAFETY: asleep (this lock keeps it so while we claim), parkable (it was
-                    // listed); the claim keeps it alive until the batch is finished.
                     if asleep {
+                        // SAFETY: asleep (this lock keeps it so while we claim), parkable (it
+                        // was listed); the claim keeps it alive until the batch is finished.
                         unsafe { batch.claim(&th.stack, &th.context.sp_el0) };
                     }
                 }

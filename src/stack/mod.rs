@@ -735,6 +735,7 @@ pub fn trim_all() -> u64 {
             if parking
                 && asleep
                 && t.is_parkable()
+                // SAFETY: as just said: parkable, not running, claimed until the batch ends.
                 && unsafe { batch.claim(&t.stack, &t.context.sp_el0) }
             {
                 return;

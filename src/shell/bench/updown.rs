@@ -122,6 +122,7 @@ fn trim_one(rounds: u32, clock: u64) -> Option<u64> {
             let p = ptr.load(Ordering::Acquire);
             // SAFETY: the thread parks until it is killed below; it is alive while parked.
             if p != 0 && unsafe { &*(p as *const Thread) }.state() == ThreadState::Blocked {
+                // SAFETY: as above: parked until killed below, so alive.
                 break unsafe { &*(p as *const Thread) };
             }
             sched::yield_now();
