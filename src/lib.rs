@@ -2,9 +2,14 @@
 //!
 //! The library holds the whole kernel; `main.rs` and each test kernel under `tests/` only
 //! choose what runs after boot (through [`kernel_main!`]). Modules that are plain logic
-//! (device tree, command line, translation tables, shell parsing) build for the host too and
-//! carry the unit tests; everything that touches the machine is compiled for the bare-metal
-//! target only.
+//! (device tree, command line, translation tables and the boot-time MMU values, shell
+//! parsing) build for the host too and carry the unit tests, and so do the drivers, which the
+//! host tests run against fake register blocks; everything else that touches the machine is
+//! compiled for the bare-metal target only.
+//!
+//! The house rules are lints (`[lints]` in `Cargo.toml`): every public item documented, every
+//! `unsafe` block with a `// SAFETY:` comment, unsafe operations inside `unsafe fn` in their
+//! own `unsafe` block. `make doc` builds this documentation with every warning an error.
 //!
 //! # The rooms
 //!
@@ -13,7 +18,7 @@
 //! | `arch::aarch64` | `boot.s` (entry, boot tables, MMU on) and `vectors.s` (exception entry and return), the trap frame and ESR decoding, IRQ masking, the timer, PSCI, TLB maintenance | nothing above it |
 //! | `kernel` | the boot sequence on every CPU, the panic handler, [`kernel::exception`] (what each exception means), [`kernel::irq`] (interrupt routing), [`kernel::console`] | every subsystem's init |
 //! | `board` | what the device tree does not say, per board | `dtb` |
-//! | `drivers` | the register blocks of the UARTs and interrupt controllers | nothing |
+//! | [`drivers`] | the register blocks of the UARTs and interrupt controllers (host-tested against fakes, GICv3 excepted) | nothing |
 //! | [`dtb`], [`cmdline`] | the machine description and the command line: total functions over untrusted bytes | `alloc` only |
 //! | [`mm`] | physical frames, the heap, the translation-table manager ([`mm::page_table`], host-tested), the kernel address space and its layout | `arch::tlb` |
 //! | `sched` | threads, per-CPU run queues, the context switch, sleep, kill, the reaper | `stack`, `arch`, `kernel::irq` |
