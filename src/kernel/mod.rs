@@ -506,7 +506,7 @@ enum StartMethod {
 
 /// Starts the secondary CPUs the device tree lists, one at a time, each by its own
 /// `enable-method` (PSCI `CPU_ON` on QEMU `virt`, the spin table on the Raspberry Pi), and
-/// waits up to a second for each to come up.
+/// waits up to 30 s for each to come up.
 fn start_secondaries(cpus: usize) {
     let info = boot_info();
     let me = crate::arch::aarch64::mpidr_affinity();
@@ -558,8 +558,11 @@ fn start_secondaries(cpus: usize) {
         };
         match started {
             Ok(()) => {
+                // Generous: QEMU's clock is the host's, and a loaded host may not run a new
+                // vCPU for over a second. A CPU given up on that comes up later would boot
+                // with the next CPU's stack and index, so waiting long is the safe side.
                 let deadline =
-                    crate::arch::timer::now() + crate::arch::timer::ns_to_ticks(1_000_000_000);
+                    crate::arch::timer::now() + crate::arch::timer::ns_to_ticks(30_000_000_000);
                 while !SECONDARY_UP.load(Ordering::Acquire) {
                     if crate::arch::timer::now() > deadline {
                         println!(
