@@ -42,7 +42,7 @@ const QUICK: Plan = Plan {
     density_kib: 4096,
     park_rounds: 20,
     memory_threads: &[100],
-    scale_rounds: 10,
+    scale_rounds: 200,
     updown: updown::Sizes {
         rounds: 10,
         trim_threads: 100,
@@ -61,7 +61,7 @@ const FULL: Plan = Plan {
     density_kib: 32 * 1024,
     park_rounds: 400,
     memory_threads: &[100, 1000, 3000, 10_000, 30_000, 100_000],
-    scale_rounds: 2000,
+    scale_rounds: 20_000,
     updown: updown::Sizes {
         rounds: 200,
         trim_threads: 1000,
@@ -567,7 +567,7 @@ enum ScaleMode {
 }
 
 /// `scale`: growth faults with 1, 2, 4 and 8 CPUs (as many as are online) faulting at once,
-/// each CPU running `scale_rounds` short-lived threads that grow to `kstack.max`.
+/// each CPU's thread growing to `kstack.max` and giving the pages back `scale_rounds` times.
 fn scale(plan: &Plan, mode: ScaleMode, out: &mut dyn Write) {
     let online = sched::online_count();
     let mut rates: Vec<(usize, u64)> = Vec::new();
@@ -581,44 +581,38 @@ fn scale(plan: &Plan, mode: ScaleMode, out: &mut dyn Write) {
         let mut handles = Vec::new();
         let phase0 = now_ns();
         for cpu in 0..cpus {
+            // One long-lived thread per CPU grows its stack to `kstack.max` and gives the
+            // pages back to its CPU's reserve (`stack::give_back_unused`), `rounds` times:
+            // nothing in the loop but the fault paths and that, no lock, no allocation.
             let h = sched::spawn_pinned("bench-scale", StackPolicy::Dynamic, cpu, move || {
+                // SAFETY: `results` outlives every thread here (the caller joins them).
+                let slots = unsafe {
+                    core::slice::from_raw_parts(results_ptr as *const AtomicU64, cpus * 2)
+                };
+                // SAFETY: the running thread's control block.
+                let stack = unsafe { &(*sched::current_ptr()).stack };
+                let top = stack.top();
+                let initial = stack::initial_pages(StackPolicy::Dynamic) as u64;
+                let max = (stack::config().max / 4096) as u64;
+                let (mut ns, mut faults) = (0u64, 0u64);
                 for _ in 0..rounds {
-                    let child = sched::spawn_pinned(
-                        "bench-scale-c",
-                        StackPolicy::Dynamic,
-                        cpu,
-                        move || {
-                            // SAFETY: `results` outlives every thread here (the caller joins the
-                            // workers, which join their children).
-                            let slots = unsafe {
-                                core::slice::from_raw_parts(
-                                    results_ptr as *const AtomicU64,
-                                    cpus * 2,
-                                )
-                            };
-                            // SAFETY: the running thread's control block.
-                            let stack = unsafe { &(*sched::current_ptr()).stack };
-                            let top = stack.top();
-                            let initial = stack::initial_pages(StackPolicy::Dynamic) as u64;
-                            let max = (stack::config().max / 4096) as u64;
-                            let t0 = now_ns();
-                            for page in initial..max {
-                                // SAFETY: inside this thread's reservation (a growth fault).
-                                unsafe {
-                                    core::ptr::write_volatile(
-                                        (top - page * 4096 - 4096 + 64) as *mut u64,
-                                        page,
-                                    )
-                                };
-                            }
-                            slots[cpu * 2].fetch_add(now_ns() - t0, Ordering::Relaxed);
-                            slots[cpu * 2 + 1].fetch_add(max - initial, Ordering::Relaxed);
-                        },
-                    );
-                    if let Ok(c) = child {
-                        c.join();
+                    let f0 = stack.grow_faults();
+                    let t0 = now_ns();
+                    for page in initial..max {
+                        // SAFETY: inside this thread's reservation (a growth fault).
+                        unsafe {
+                            core::ptr::write_volatile(
+                                (top - page * 4096 - 4096 + 64) as *mut u64,
+                                page,
+                            )
+                        };
                     }
+                    ns += now_ns() - t0;
+                    faults += (stack.grow_faults() - f0) as u64;
+                    stack::give_back_unused();
                 }
+                slots[cpu * 2].fetch_add(ns, Ordering::Relaxed);
+                slots[cpu * 2 + 1].fetch_add(faults, Ordering::Relaxed);
             });
             if let Ok(h) = h {
                 handles.push(h);

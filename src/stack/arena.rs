@@ -144,6 +144,17 @@ pub fn clear_pages(va: u64, pages: u32, frames: &mut Vec<u64>) {
     }
 }
 
+/// Clears the entry of the page at `va` without invalidating the TLB and returns its frame
+/// (0 if it was not mapped). The caller invalidates before the frame is used again.
+pub fn take_page(va: u64) -> u64 {
+    let slot = descriptor_ptr(va);
+    // SAFETY: as in map_page.
+    let desc = unsafe { core::ptr::read_volatile(slot) };
+    // SAFETY: as in map_page.
+    unsafe { core::ptr::write_volatile(slot, 0) };
+    desc & 0x0000_FFFF_FFFF_F000
+}
+
 /// Unmaps `pages` pages from `va` up, invalidates them on every CPU and frees the frames.
 pub fn unmap_pages(va: u64, pages: u32) {
     if pages == 0 {

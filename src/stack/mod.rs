@@ -705,6 +705,59 @@ fn trim_claimed(stack: &Stack, saved_sp: u64) -> u32 {
     }
 }
 
+/// Gives back the running thread's own stack pages wholly below its SP (less a small
+/// margin, never the initial pages), zeroed, to this CPU's reserve rather than the frame
+/// allocator: a thread that knows it will not go that deep again shrinks without sleeping
+/// and without any lock (the TLB invalidation is broadcast, as trim's). Returns pages given
+/// back. `bench scale` uses it so that growth faults repeat with nothing but the fault paths
+/// and this in the loop.
+pub fn give_back_unused() -> u32 {
+    let daif = crate::arch::irq::save_and_disable();
+    let cpu = cpu_index();
+    // SAFETY: the running thread's control block; it holds its stack's claim while it runs,
+    // so trim and parking stay away, and IRQs are masked, so nothing else runs here.
+    let stack = unsafe { &(*crate::sched::current_ptr()).stack };
+    let sp = crate::arch::stack_pointer();
+    let top = stack.top();
+    let keep_from = align_down(sp.saturating_sub(TRIM_MARGIN), PAGE)
+        .min(top - initial_pages(StackPolicy::Dynamic) as u64 * PAGE);
+    let bottom = stack.mapped_bottom();
+    if stack.policy != StackPolicy::Dynamic || keep_from <= bottom {
+        crate::arch::irq::restore(daif);
+        return 0;
+    }
+    let n = ((keep_from - bottom) / PAGE) as u32;
+    use crate::mm::page_table::TlbOps;
+    let tlb = crate::arch::tlb::HardwareTlb;
+    let mut frames = [0u64; 16];
+    let mut given = 0u32;
+    while given < n {
+        let batch = (n - given).min(16);
+        for (i, f) in frames.iter_mut().enumerate().take(batch as usize) {
+            *f = arena::take_page(bottom + (given as u64 + i as u64) * PAGE);
+            tlb.invalidate_page(bottom + (given as u64 + i as u64) * PAGE);
+        }
+        // The frames are reused only once no CPU can reach them through a stale entry.
+        tlb.sync();
+        for &pa in &frames[..batch as usize] {
+            if pa != 0 {
+                crate::mm::frame::zero(pa);
+                if !reserve::put(cpu, pa) {
+                    crate::mm::frame::free(pa, 1);
+                }
+            }
+        }
+        given += batch;
+    }
+    stack.mapped_pages.store(
+        stack.mapped_pages.load(Ordering::Relaxed) - n,
+        Ordering::Relaxed,
+    );
+    count_unmapped(n as u64);
+    crate::arch::irq::restore(daif);
+    n
+}
+
 /// Parks every sleeping thread whose stack may be parked (see [`park`]) and trims every other
 /// thread that is not running. Returns pages freed.
 pub fn trim_all() -> u64 {

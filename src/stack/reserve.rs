@@ -114,6 +114,19 @@ pub fn take(cpu: usize, n: usize, mut map: impl FnMut(u64)) -> bool {
     true
 }
 
+/// Puts the zeroed frame `pa` back into CPU `cpu`'s reserve (the caller is CPU `cpu` with
+/// IRQs masked); false, and nothing done, if the reserve is full.
+pub fn put(cpu: usize, pa: u64) -> bool {
+    let (pages, len, cap) = parts(cpu);
+    if len >= cap {
+        return false;
+    }
+    // SAFETY: `len < cap`: inside the buffer, which only this CPU writes (module doc).
+    unsafe { pages.add(len).write(pa) };
+    RESERVES[cpu].len.store(len + 1, Ordering::Relaxed);
+    true
+}
+
 /// Pages held by CPU `cpu`'s reserve.
 pub fn pages(cpu: usize) -> usize {
     RESERVES[cpu].len.load(Ordering::Relaxed)
