@@ -95,7 +95,7 @@ need = command -v $(1) >/dev/null 2>&1 || { \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(2) >/dev/null; \
 	else echo "make: $(1) is missing: install $(2)" >&2; exit 1; fi; }
 
-.PHONY: help setup build build-check run test bench bench-strategies stress gdb image clippy doc fmt fmt-check clean board board-dtbs
+.PHONY: help setup build build-check run test bench bench-strategies stress fuzz gdb image clippy doc fmt fmt-check clean board board-dtbs
 
 help:
 	@echo 'dynstack: a bare-metal AArch64 kernel whose thread stacks grow on demand'
@@ -106,6 +106,7 @@ help:
 	@echo '  make bench-strategies  kstack.strategy fault, expand, check side by side: bench/strategies.txt, docs/strategies.svg'
 	@echo '  make build-check the kstack.strategy=check kernel, hooks in every function ($(CHECK_KERNEL))'
 	@echo '  make stress      the churn torture (tests/stress.rs) for STRESS_SECONDS (600) on 4 CPUs'
+	@echo '  make fuzz        FUZZ_RUNS (200) random shell sequences from FUZZ_SEED (1): scripts/fuzz.py'
 	@echo '  make build       build the kernel ($(KERNEL))'
 	@echo '  make image       raw arm64 Linux Image for -kernel, booti and firmware ($(IMAGE))'
 	@echo '  make board-dtbs  rebuild the Pi boards'"'"' built-in device trees (src/board/*.dts, dtc)'
@@ -184,6 +185,14 @@ STRESS_SECONDS ?= 600
 stress: setup
 	SMP=4 MEM=512M TIMEOUT=$$(( $(STRESS_SECONDS) + 300 )) BOOTARGS='stress.seconds=$(STRESS_SECONDS)' \
 		cargo test --release --features test-hooks --test stress
+
+# The shell-sequence fuzzer (scripts/fuzz.py; 24 of its runs are in `make test`): FUZZ_RUNS
+# seeded sequences that start by running memory out, at 48-128 MiB on 1-4 CPUs. Prints a
+# `FUZZ runs= panics=` line; fails if any run panicked, lost memory or missed its summaries.
+FUZZ_RUNS ?= 200
+FUZZ_SEED ?= 1
+fuzz: build
+	python3 scripts/fuzz.py --runs $(FUZZ_RUNS) --seed $(FUZZ_SEED) --kernel $(KERNEL)
 
 image: build
 	$(OBJCOPY) -O binary $(KERNEL) $(IMAGE)

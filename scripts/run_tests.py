@@ -244,6 +244,9 @@ class ShellSpec:
     board: str = DEFAULT_BOARD
     dtb: str | None = None  # None: the board's
     kernel: str | None = None  # a test kernel (tests/<name>.rs) instead of the main kernel
+    semihosting: bool = True  # False: QEMU without -semihosting, as on a board without a debugger
+    last: re.Pattern[str] | None = None  # the last non-empty output line must match
+    check: object = None  # a function of the output lines returning problems (the fuzzer's)
 
 
 def _check_keys(kind: str, entry: dict, allowed: set[str]) -> str:
@@ -289,7 +292,7 @@ def load_manifest(path: Path) -> tuple[list[KernelSpec], list[ShellSpec]]:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ManifestError(f"{path}: {e}") from None
-    unknown = set(data) - {"kernel", "shell"}
+    unknown = set(data) - {"kernel", "shell", "fuzz"}
     if unknown:
         raise ManifestError(f"{path}: unknown table(s) {', '.join(sorted(unknown))}")
     kernels: list[KernelSpec] = []
@@ -317,7 +320,7 @@ def load_manifest(path: Path) -> tuple[list[KernelSpec], list[ShellSpec]]:
         seen.add(("kernel", name, board))
     for entry in data.get("shell", []):
         keys = {"name", "qemu", "bootargs", "stdin", "expect", "reject", "exit", "timeout", "image", "kernel"}
-        keys |= {"board", "dtb"}
+        keys |= {"board", "dtb", "semihosting", "last", "check"}
         name = _check_keys("shell", entry, keys)
         board, dtb = _board("shell", name, entry)
         stdin = _typed("shell", name, entry, "stdin", str, "")
@@ -335,6 +338,9 @@ def load_manifest(path: Path) -> tuple[list[KernelSpec], list[ShellSpec]]:
                 board=board,
                 dtb=dtb,
                 kernel=_typed("shell", name, entry, "kernel", str, None) if "kernel" in entry else None,
+                semihosting=_typed("shell", name, entry, "semihosting", bool, True),
+                last=_regexes("shell", name, "last", [entry["last"]])[0] if "last" in entry else None,
+                check=_fuzz_check(name, entry["check"]) if "check" in entry else None,
             )
         )
         if ("shell", name) in seen:
@@ -346,7 +352,48 @@ def load_manifest(path: Path) -> tuple[list[KernelSpec], list[ShellSpec]]:
                 shlex.split(config)
             except ValueError as e:
                 raise ManifestError(f"{spec.name}: bad QEMU options {config!r}: {e}") from None
+    shells += fuzz_shells(data.get("fuzz"))
     return kernels, shells
+
+
+def _fuzz_module():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import fuzz  # noqa: E402 (scripts/fuzz.py, beside this file)
+
+    return fuzz
+
+
+def _fuzz_check(name: str, check: str):
+    """A shell case's `check`: the name of a function in scripts/fuzz.py that takes the
+    output lines and returns a list of problems."""
+    f = getattr(_fuzz_module(), str(check), None)
+    if not callable(f):
+        raise ManifestError(f"[[shell]] {name}: check {check!r} is not a function of scripts/fuzz.py")
+    return f
+
+
+def fuzz_shells(table: dict | None) -> list[ShellSpec]:
+    """The `[fuzz]` table's runs of scripts/fuzz.py, as shell cases judged by its `check`."""
+    if not table:
+        return []
+    fuzz = _fuzz_module()
+    runs, seed, length = int(table["runs"]), int(table["seed"]), int(table.get("length", 6))
+    timeout = float(table.get("timeout", 90))
+    return [
+        ShellSpec(
+            name=f"fuzz-{seed}-{i} [-m {mem} -smp {smp}]",
+            qemu=f"-m {mem} -smp {smp}",
+            bootargs=f'init="{init}"',
+            stdin=None,
+            expect=[],
+            reject=[re.compile("^PANIC")],
+            exit=0,
+            timeout=timeout,
+            image=False,
+            check=fuzz.check,
+        )
+        for i, (mem, smp, init) in enumerate(fuzz.sequences(runs, seed, length))
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,7 +488,12 @@ def machine_type(value: str) -> str | None:
 
 
 def qemu_command(
-    kernel: str, options: str, bootargs: str, board: Board = BOARDS[DEFAULT_BOARD], dtb: str | None = None
+    kernel: str,
+    options: str,
+    bootargs: str,
+    board: Board = BOARDS[DEFAULT_BOARD],
+    dtb: str | None = None,
+    semihosting: bool = True,
 ) -> list[str]:
     """The QEMU command line that boots `kernel` with a case's options on `board`'s machine,
     with the board's device tree or `dtb` ("" for none)."""
@@ -461,7 +513,7 @@ def qemu_command(
     tree = board.dtb if dtb is None else dtb
     if tree:
         cmd += ["-dtb", tree]
-    cmd += ["-nographic", "-semihosting", "-kernel", kernel, *extra]
+    cmd += ["-nographic", *(["-semihosting"] if semihosting else []), "-kernel", kernel, *extra]
     if bootargs:
         cmd += ["-append", bootargs]
     return cmd
@@ -643,6 +695,13 @@ def judge_shell(spec: ShellSpec, boot: Boot) -> Result:
             problems.append(f"no line{where} matches /{regex.pattern}/")
             break
         at = hit + 1
+    if spec.check is not None:
+        problems += spec.check(boot.lines)
+    if spec.last is not None:
+        lines = [line for line in boot.lines if line.strip()]
+        if not lines or not spec.last.search(lines[-1]):
+            got = lines[-1].strip()[:160] if lines else "no output"
+            problems.append(f"last line does not match /{spec.last.pattern}/: {got}")
     if boot.status is not None and boot.status != spec.exit:
         problems.append(f"exit status {boot.status}, expected {spec.exit}")
     if problems:
@@ -873,7 +932,9 @@ def main() -> int:
             report.add([Result(f"shell::{spec.name}", False, build_failed[key])])
             return
         board = BOARDS[spec.board]
-        command = qemu_command(bootable(key, spec.image), spec.qemu, spec.bootargs, board, spec.dtb)
+        command = qemu_command(
+            bootable(key, spec.image), spec.qemu, spec.bootargs, board, spec.dtb, spec.semihosting
+        )
         boot = runner.boot(command, spec.stdin, spec.timeout)
         result = judge_shell(spec, boot)
         report.add([result], boot_log(boot, result.ok))

@@ -55,7 +55,7 @@ pub struct MemorySnapshot {
     pub mapped: u64,
     /// Pages held in the per-CPU reserves.
     pub reserve: u64,
-    /// Pages the heap took from the frame allocator.
+    /// Pages the heap and the slab caches took from the frame allocator.
     pub heap_pages: u64,
     /// Pages of translation tables the kernel address space allocated.
     pub tables: u64,
@@ -84,7 +84,8 @@ impl MemorySnapshot {
             free: crate::mm::frame::free_pages(),
             mapped: s.mapped_pages,
             reserve: s.reserve_pages,
-            heap_pages: crate::mm::heap::grown_bytes() / crate::mm::layout::PAGE_SIZE as u64,
+            heap_pages: crate::mm::heap::grown_bytes() / crate::mm::layout::PAGE_SIZE as u64
+                + crate::mm::slab::frame_pages(),
             tables: crate::mm::kspace::table_pages(),
             stacks: s.stacks,
             threads: crate::sched::thread_count(),

@@ -37,6 +37,8 @@ pub enum ArgErrorKind {
     NumberTooLarge,
     /// `kstack.park_after` other than `off` or milliseconds up to [`MAX_PARK_AFTER_MS`].
     BadParkAfter,
+    /// A value that is not one of the choices named.
+    BadChoice(&'static str),
     /// `kstack.initial` above `kstack.max` once the whole line is read.
     InitialAboveMax {
         /// The `initial` in effect.
@@ -59,6 +61,7 @@ impl fmt::Display for ArgErrorKind {
                 "unknown setting kstack.{key} (known: kstack.policy, kstack.initial, \
                  kstack.max, kstack.guard, kstack.park_after, kstack.strategy, kstack.lookahead)"
             ),
+            ArgErrorKind::BadChoice(choices) => write!(f, "not {choices}"),
             ArgErrorKind::BadPolicy(e) => write!(f, "{e}"),
             ArgErrorKind::BadStrategy(word) => write!(
                 f,

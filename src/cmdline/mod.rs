@@ -71,6 +71,9 @@ pub struct KernelArgs {
     pub seed: u64,
     /// Which UART is the console (`console=`); see [`console_choice`].
     pub console: ConsoleChoice,
+    /// `semihosting=on|off`: whether a debugger (QEMU `-semihosting`) is there for a panic
+    /// to exit through. `None`: the board's default (on for QEMU virt, off for a Pi).
+    pub semihosting: Option<bool>,
     /// Words the kernel does not know, as written; they are not errors.
     pub ignored: Vec<String>,
 }
@@ -82,6 +85,7 @@ impl Default for KernelArgs {
             stack: StackConfig::default(),
             seed: DEFAULT_SEED,
             console: ConsoleChoice::Pl011,
+            semihosting: None,
             ignored: Vec::new(),
         }
     }

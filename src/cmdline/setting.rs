@@ -15,6 +15,7 @@ pub(super) enum Setting {
     ParkAfter,
     Strategy,
     Lookahead,
+    Semihosting,
 }
 
 pub(super) enum Key<'a> {
@@ -23,12 +24,22 @@ pub(super) enum Key<'a> {
     Other,
 }
 
+fn on_off(v: Option<bool>) -> String {
+    match v {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "the board's",
+    }
+    .to_string()
+}
+
 impl Setting {
     pub(super) fn from_key(key: &str) -> Key<'_> {
         match key {
             "init" => Key::Known(Setting::Init),
             "seed" => Key::Known(Setting::Seed),
             "console" => Key::Known(Setting::Console),
+            "semihosting" => Key::Known(Setting::Semihosting),
             _ => match key.strip_prefix("kstack.") {
                 Some("policy") => Key::Known(Setting::Policy),
                 Some("initial") => Key::Known(Setting::Initial),
@@ -60,6 +71,13 @@ impl Setting {
                 args.stack.strategy = value.parse().map_err(ArgErrorKind::BadStrategy)?;
             }
             Setting::Lookahead => args.stack.lookahead = lookahead_size(value)?,
+            Setting::Semihosting => {
+                args.semihosting = Some(match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(ArgErrorKind::BadChoice("on or off")),
+                })
+            }
         }
         Ok(())
     }
@@ -96,6 +114,7 @@ impl Setting {
                 size_text(args.stack.lookahead),
                 size_text(defaults.stack.lookahead),
             ),
+            Setting::Semihosting => (on_off(args.semihosting), on_off(defaults.semihosting)),
         };
         if now == default {
             alloc::format!("default {now}")

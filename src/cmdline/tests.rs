@@ -591,3 +591,19 @@ fn console_is_a_known_argument() {
     assert_eq!(args.console, ConsoleChoice::Mini);
     assert_eq!(args.ignored, ["console=tty1", "console", "console=\"ttyS0"]);
 }
+
+#[test]
+fn semihosting_key() {
+    let (args, errors) = parse("semihosting=off");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(args.semihosting, Some(false));
+    let (args, _) = parse("semihosting=on");
+    assert_eq!(args.semihosting, Some(true));
+    assert_eq!(parse("").0.semihosting, None);
+    let (args, errors) = parse("semihosting=maybe");
+    assert_eq!(args.semihosting, None);
+    assert_eq!(
+        errors[0].to_string(),
+        "semihosting=maybe: not on or off (default the board's kept)"
+    );
+}

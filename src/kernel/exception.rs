@@ -31,6 +31,9 @@ mod kind {
 /// Called by every vector with the frame it pushed.
 #[unsafe(no_mangle)]
 extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u64) {
+    if crate::kernel::stop::is_stopping() {
+        crate::kernel::stop::on_exception_while_stopping();
+    }
     match kind {
         kind::THREAD_SYNC => thread_sync(frame),
         kind::THREAD_IRQ => crate::kernel::irq::dispatch(frame),
@@ -116,6 +119,7 @@ fn data_abort(frame: &mut TrapFrame, syndrome: Syndrome) {
             ));
             end_thread(frame, "stack not grown in time", syndrome, far);
         }
+        FaultOutcome::Wait => sched::wait_for_reserve(frame),
         FaultOutcome::OutOfMemory => {
             let t = current();
             crate::kernel::console::write_fmt_emergency(format_args!(
@@ -192,6 +196,17 @@ fn end_thread(frame: &mut TrapFrame, what: &str, syndrome: Syndrome, far: u64) {
     *LAST_FAULT.lock() = (t.tid, syndrome.0, far);
     print_backtrace_within(frame.fp(), t.stack.mapped_bottom(), t.stack.top());
     let locks = crate::sync::locks_held();
+    if t.essential {
+        panic!(
+            "{} in thread {} ({}), one the kernel cannot do without\n  {}\n  far={:#x}\n{}",
+            what,
+            t.tid,
+            t.name(),
+            syndrome,
+            far,
+            frame
+        );
+    }
     if locks > 0 || t.kind == ThreadKind::Idle {
         panic!(
             "{} in thread {} ({}) holding {} lock(s): cannot end it safely\n  {}\n  far={:#x}\n{}",

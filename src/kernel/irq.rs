@@ -54,6 +54,10 @@ fn kick(cpu: usize) {
 
 /// Handles every pending interrupt. `frame` is the interrupted thread's and may be switched.
 pub fn dispatch(frame: &mut TrapFrame) {
+    if crate::kernel::stop::is_stopping() {
+        // Another CPU panicked and sent the SGI that stops this one.
+        crate::kernel::stop::park();
+    }
     let Some(c) = CONTROLLER.get() else { return };
     while let Some(intid) = c.acknowledge() {
         // EOI first: a handler may switch threads, and the next interrupt must not wait for

@@ -8,6 +8,7 @@
 pub mod console;
 pub mod exception;
 pub mod irq;
+pub mod stop;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -294,6 +295,7 @@ fn add_memory(
         }
     }
     kspace::linear_map_ready();
+    frame::enable();
     heap::enable_growth();
     ram.iter().map(|r| r.len()).sum()
 }
@@ -323,6 +325,7 @@ fn start_threads(cpus: usize) {
         map_exception_stack(cpu);
     }
     crate::stack::init(cpus);
+    sched::init_table(crate::stack::arena::capacity() as usize);
     sched::set_online();
     if let Err(e) = sched::add_cpu(0)
         .and_then(|_| sched::start_reaper())
@@ -330,9 +333,9 @@ fn start_threads(cpus: usize) {
     {
         early_fail(format_args!("cannot create the first threads: {}", e));
     }
-    // The main thread (the shell) has a fixed stack, so it can run, and the user can kill
-    // things, even when memory has run out.
-    if let Err(e) = sched::spawn_with("main", crate::cmdline::StackPolicy::Fixed, || {
+    // The main thread (the shell) has a fixed stack of the system size, so it can run, and
+    // the user can kill things, even when memory has run out.
+    if let Err(e) = sched::spawn_system_with("main", || {
         // SAFETY: provided by the binary through kernel_main!.
         unsafe { __dynstack_main() }
     }) {
@@ -634,9 +637,25 @@ extern "C" fn secondary_kernel_entry(_context: u64) -> ! {
     sched::start_this_cpu()
 }
 
+/// What boot found, or `None` before boot has finished (for the panic path).
+pub fn boot_info_if_ready() -> Option<&'static BootInfo> {
+    BOOT_INFO.get()
+}
+
 /// Powers the machine off (QEMU exits with status 0).
 pub fn poweroff() -> ! {
     crate::kernel::console::flush();
+    power_off_no_semihosting();
+    // Last resort: QEMU's semihosting exit (on hardware without a debugger this traps).
+    crate::kernel::console::write_fmt_emergency(format_args!(
+        "dynstack: neither PSCI nor a power-management watchdog stopped the machine; trying semihosting\n"
+    ));
+    semihosting::process::exit(0)
+}
+
+/// Powers off through PSCI or the Pi's power-management watchdog; returns if neither is
+/// there (or neither worked).
+pub fn power_off_no_semihosting() {
     if let Some(c) = BOOT_INFO.get().and_then(|i| i.machine.psci) {
         psci::system_off(c);
     }
@@ -647,35 +666,9 @@ pub fn poweroff() -> ! {
             unsafe { crate::drivers::bcm2835_pm::Bcm2835Pm::new(va as usize) }.power_off();
         }
     }
-    // Last resort: QEMU's semihosting exit (on hardware without a debugger this traps).
-    crate::kernel::console::write_fmt_emergency(format_args!(
-        "dynstack: neither PSCI nor a power-management watchdog stopped the machine; trying semihosting\n"
-    ));
-    semihosting::process::exit(0)
 }
-
-static PANICKING: AtomicBool = AtomicBool::new(false);
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    crate::arch::irq::save_and_disable();
-    if PANICKING.swap(true, Ordering::SeqCst) {
-        // A panic while reporting a panic: stop here rather than recurse.
-        semihosting::process::exit(102);
-    }
-    let cpu = crate::percpu::cpu_index();
-    // No allocation here: the panic may be the heap running out.
-    if crate::kernel::console::is_ready() {
-        crate::kernel::console::write_fmt_emergency(format_args!(
-            "PANIC on cpu {}: {}\n",
-            cpu, info
-        ));
-    } else {
-        semihosting::eprintln!("PANIC on cpu {}: {}", cpu, info);
-    }
-    let fp: u64;
-    // SAFETY: reads the frame pointer register.
-    unsafe { core::arch::asm!("mov {}, x29", out(reg) fp) };
-    crate::kernel::exception::print_backtrace(fp);
-    semihosting::process::exit(101)
+    crate::kernel::stop::on_panic(info)
 }

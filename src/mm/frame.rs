@@ -1,55 +1,110 @@
 //! Physical page frames: a buddy allocator over usable RAM, with counters for `mem`.
 //!
 //! Owns every frame not in the kernel image, the DTB or a reserved range. Frames are
-//! handed out by physical address and reached through the linear map (`layout`).
+//! handed out by physical address and reached through the linear map (`layout`). The
+//! allocator ([`super::buddy`]) keeps its free lists inside the free frames and one byte
+//! per frame, carved from RAM at [`enable`]: it never allocates from the heap, so the heap
+//! may grow and shrink through it, with its own lock held, and nothing here fails for lack
+//! of heap.
+//!
 //! Calls `sync` (the lock masks IRQs, so the scheduler may refill stack reserves from here)
 //! and nothing else; callers that map frames do so through the translation-table manager.
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::mm::buddy::{order_for, Buddy, FrameAccess};
 use crate::mm::layout::{phys_to_virt, PAGE_SHIFT, PAGE_SIZE};
 use crate::sync::IrqMutex;
 
-static FRAMES: IrqMutex<buddy_system_allocator::FrameAllocator<32>> =
-    IrqMutex::new(buddy_system_allocator::FrameAllocator::new());
+const PAGE: u64 = PAGE_SIZE as u64;
+const MAX_RANGES: usize = 64;
+
+/// Free frames are reached through the linear map.
+struct Linear;
+
+// SAFETY: the buddy is only given RAM frames, and only once the linear map covers all RAM.
+unsafe impl FrameAccess for Linear {
+    fn links(&self, pa: u64) -> NonNull<[u64; 2]> {
+        NonNull::new(phys_to_virt(pa) as *mut [u64; 2]).expect("linear map address")
+    }
+}
+
+struct Frames {
+    /// RAM ranges recorded before the linear map exists.
+    ranges: [(u64, u64); MAX_RANGES],
+    count: usize,
+    buddy: Option<Buddy<Linear>>,
+}
+
+static FRAMES: IrqMutex<Frames> = IrqMutex::new(Frames {
+    ranges: [(0, 0); MAX_RANGES],
+    count: 0,
+    buddy: None,
+});
 static TOTAL_PAGES: AtomicU64 = AtomicU64::new(0);
-/// Set while this CPU holds the frame lock: the allocator's free lists are B-trees on the
-/// heap, and the heap must not try to grow from frames then (see `heap`).
-static INSIDE: [core::sync::atomic::AtomicBool; crate::percpu::MAX_CPUS] =
-    [const { core::sync::atomic::AtomicBool::new(false) }; crate::percpu::MAX_CPUS];
-
-/// Whether this CPU is inside the frame allocator (holding its lock).
-pub fn inside() -> bool {
-    INSIDE[crate::percpu::cpu_index()].load(Ordering::Relaxed)
-}
-
-/// Runs `f` on the allocator with its lock held and [`inside`] set for this CPU.
-fn with_frames<R>(f: impl FnOnce(&mut buddy_system_allocator::FrameAllocator<32>) -> R) -> R {
-    let mut frames = FRAMES.lock();
-    let cpu = crate::percpu::cpu_index();
-    INSIDE[cpu].store(true, Ordering::Relaxed);
-    let r = f(&mut frames);
-    INSIDE[cpu].store(false, Ordering::Relaxed);
-    r
-}
 static FREE_PAGES: AtomicU64 = AtomicU64::new(0);
 
-/// Gives the frames in `[start, end)` (physical, page-aligned inward) to the allocator.
+/// Records the frames in `[start, end)` (physical, page-aligned inward) for the allocator.
+/// Called before [`enable`].
 pub fn add_range(start: u64, end: u64) {
-    let first = start.div_ceil(PAGE_SIZE as u64);
+    let first = start.div_ceil(PAGE);
     let last = end >> PAGE_SHIFT;
     if last <= first {
         return;
     }
-    with_frames(|f| f.add_frame(first as usize, last as usize));
-    TOTAL_PAGES.fetch_add(last - first, Ordering::Relaxed);
-    FREE_PAGES.fetch_add(last - first, Ordering::Relaxed);
+    let mut f = FRAMES.lock();
+    if f.count < MAX_RANGES {
+        let i = f.count;
+        f.ranges[i] = (first * PAGE, last * PAGE);
+        f.count += 1;
+    }
 }
 
-/// Allocates `count` physically contiguous frames; returns the physical address of the first.
+/// Builds the free lists over the recorded ranges, once the linear map covers them: the
+/// per-frame bytes are carved from the top of the largest range.
+pub fn enable() {
+    let mut guard = FRAMES.lock();
+    let f = &mut *guard;
+    let ranges = &mut f.ranges[..f.count];
+    let (Some(lo), Some(hi)) = (
+        ranges.iter().map(|r| r.0).min(),
+        ranges.iter().map(|r| r.1).max(),
+    ) else {
+        return;
+    };
+    let span = ((hi - lo) / PAGE) as usize;
+    let meta_bytes = (span as u64).div_ceil(PAGE) * PAGE;
+    let Some(big) = ranges
+        .iter_mut()
+        .filter(|r| r.1 - r.0 > meta_bytes)
+        .max_by_key(|r| r.1 - r.0)
+    else {
+        return;
+    };
+    big.1 -= meta_bytes;
+    let meta_pa = big.1;
+    // SAFETY: frames just taken out of the allocator's ranges, RAM reachable through the
+    // linear map, used for nothing else for ever.
+    let meta = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(meta_pa) as *mut u8, span) };
+    let mut buddy = Buddy::new(Linear, lo, meta);
+    for &(s, e) in ranges.iter() {
+        buddy.add(s, e);
+    }
+    // Total counts the per-frame bytes too: they are frames of RAM the allocator manages,
+    // allocated for good.
+    TOTAL_PAGES.store(buddy.free_pages() + meta_bytes / PAGE, Ordering::Relaxed);
+    FREE_PAGES.store(buddy.free_pages(), Ordering::Relaxed);
+    f.buddy = Some(buddy);
+}
+
+/// Allocates `count` physically contiguous frames (rounded up to a power of two, aligned to
+/// that size); returns the physical address of the first.
 pub fn alloc(count: usize) -> Option<u64> {
-    let pfn = with_frames(|f| f.alloc(count))?;
-    FREE_PAGES.fetch_sub(count as u64, Ordering::Relaxed);
-    Some((pfn as u64) << PAGE_SHIFT)
+    let mut f = FRAMES.lock();
+    let b = f.buddy.as_mut()?;
+    let pa = b.alloc(count)?;
+    FREE_PAGES.store(b.free_pages(), Ordering::Relaxed);
+    Some(pa)
 }
 
 /// Allocates one frame and fills it with zeroes.
@@ -65,10 +120,13 @@ pub fn zero(pa: u64) {
     unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE) };
 }
 
-/// Returns `count` frames starting at `pa`, as allocated by [`alloc()`].
+/// Returns `count` frames starting at `pa`, as allocated by [`alloc`] with that count.
 pub fn free(pa: u64, count: usize) {
-    with_frames(|f| f.dealloc((pa >> PAGE_SHIFT) as usize, count));
-    FREE_PAGES.fetch_add(count as u64, Ordering::Relaxed);
+    let mut f = FRAMES.lock();
+    if let Some(b) = f.buddy.as_mut() {
+        b.free(pa, count);
+        FREE_PAGES.store(b.free_pages(), Ordering::Relaxed);
+    }
 }
 
 /// Frames the allocator manages.
@@ -79,4 +137,9 @@ pub fn total_pages() -> u64 {
 /// Frames free now.
 pub fn free_pages() -> u64 {
     FREE_PAGES.load(Ordering::Relaxed)
+}
+
+/// Frames an allocation of `count` really takes (a power of two).
+pub fn rounded(count: usize) -> usize {
+    1 << order_for(count)
 }

@@ -8,16 +8,17 @@ pub fn add_cpu(cpu: usize) -> Result<(), SpawnError> {
     // found for a dynamic stack's reserve.
     // Named after its CPU, so `ps` does not mix it up with `idle` workload threads.
     let name = alloc::format!("cpu{}-idle", cpu);
-    let tid = spawn_raw(
+    let tid = spawn_thread(
         &name,
         ThreadKind::Idle,
         StackPolicy::Fixed,
         idle_loop,
         cpu,
         None,
+        None,
+        true,
     )?;
-    let p = *THREADS.lock().get(&tid).expect("idle thread just inserted");
-    let t = p as *mut Thread;
+    let t = table::with_tid(tid, |t| t).expect("idle thread just inserted");
     // SAFETY: just created, not queued anywhere.
     unsafe { (*t).cpu.store(cpu as u32, Ordering::Relaxed) };
     IDLE[cpu].store(t, Ordering::Release);

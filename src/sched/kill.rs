@@ -94,17 +94,16 @@ pub(super) fn request_kill(t: *mut Thread) -> bool {
 
 /// Asks workload thread `tid` to exit and waits until it is gone.
 pub fn kill(tid: u64) -> Result<u64, KillError> {
-    {
-        let threads = THREADS.lock();
-        let &ptr = threads.get(&tid).ok_or(KillError::NoSuchThread(tid))?;
-        let t = ptr as *mut Thread;
-        // SAFETY: in the table, hence alive, while we hold the table lock.
+    let requested = table::with_tid(tid, |t| {
+        // SAFETY: in the table, hence alive, while the table lock is held.
         if unsafe { (*t).kind } != ThreadKind::Workload {
             return Err(KillError::NotWorkload(tid));
         }
-        if !request_kill(t) {
-            return Ok(0);
-        }
+        Ok(request_kill(t))
+    })
+    .ok_or(KillError::NoSuchThread(tid))??;
+    if !requested {
+        return Ok(0);
     }
     wait_until_reaped(tid);
     Ok(1)
@@ -114,7 +113,7 @@ pub fn kill(tid: u64) -> Result<u64, KillError> {
 /// still pending (a kill of one thread must not wait for everybody's).
 fn wait_until_reaped(tid: u64) {
     loop {
-        if !THREADS.lock().contains_key(&tid) {
+        if table::with_tid(tid, |_| ()).is_none() {
             // The reaper took it out of the table in a batch counted in REAP_STARTED before
             // that (seen through the table lock); once REAP_DONE reaches what REAP_STARTED
             // says now, that batch has given its memory back.
@@ -162,13 +161,35 @@ pub(super) fn wait_for_kills(progress: &mut dyn FnMut(usize, usize), total: usiz
     }
 }
 
-/// Visits up to `limit` threads in tid order.
+/// Visits up to `limit` threads in table order (by stack slot), holding the table lock for
+/// a chunk of them at a time. `f` must not allocate or block: copy out what is needed.
 pub fn for_each_thread(limit: usize, f: &mut dyn FnMut(&Thread)) {
-    let threads = THREADS.lock();
-    for (_, &p) in threads.iter().take(limit) {
-        // SAFETY: in the table, hence alive, while we hold the lock.
-        f(unsafe { &*(p as *const Thread) });
+    let mut left = limit;
+    table::walk(&mut |t| {
+        if left == 0 {
+            return false;
+        }
+        left -= 1;
+        // SAFETY: walk hands out live control blocks.
+        f(unsafe { &*t });
+        left > 0
+    });
+}
+
+/// Visits up to `max` threads from table position `start` (0: the beginning), holding the
+/// table lock for a chunk at a time; returns where to resume, or `None` when the table has
+/// no more threads. `f` must not allocate or block: copy out what is needed.
+pub fn for_each_thread_from(start: usize, max: usize, f: &mut dyn FnMut(&Thread)) -> Option<usize> {
+    if max == 0 {
+        return Some(start);
     }
+    let mut left = max;
+    table::walk_from(start, &mut |t| {
+        left -= 1;
+        // SAFETY: walk hands out live control blocks.
+        f(unsafe { &*t });
+        left > 0
+    })
 }
 
 /// Visits every live thread, a chunk at a time (so IRQs are not masked for long).
@@ -182,21 +203,19 @@ pub fn for_each_thread_chunked(f: &mut dyn FnMut(&Thread)) {
 /// not be done under it (allocate, invalidate TLBs). A thread seen in a chunk is alive until
 /// `f(None)` only if the caller keeps it so (a stack claim: the reaper waits for it).
 pub fn for_each_thread_batched(f: &mut dyn FnMut(Option<&Thread>)) {
-    let mut next = 0u64;
+    let mut next = 0usize;
     loop {
         let mut seen = 0;
-        {
-            let threads = THREADS.lock();
-            for (&tid, &p) in threads.range(next..).take(256) {
-                next = tid + 1;
-                seen += 1;
-                // SAFETY: in the table, hence alive, while we hold the lock.
-                f(Some(unsafe { &*(p as *const Thread) }));
-            }
-        }
+        let resume = table::walk_from(next, &mut |t| {
+            seen += 1;
+            // SAFETY: walk hands out live control blocks.
+            f(Some(unsafe { &*t }));
+            seen < 256
+        });
         f(None);
-        if seen == 0 {
-            return;
+        match resume {
+            Some(n) => next = n,
+            None => return,
         }
     }
 }
@@ -204,8 +223,7 @@ pub fn for_each_thread_batched(f: &mut dyn FnMut(Option<&Thread>)) {
 /// Calls `f` with thread `tid`, if it is alive, under the thread table lock (which keeps it
 /// alive; `f` must not take that lock again, nor allocate).
 pub fn with_thread<R>(tid: u64, f: impl FnOnce(*mut Thread) -> R) -> Option<R> {
-    let threads = THREADS.lock();
-    threads.get(&tid).map(|&p| f(p as *mut Thread))
+    table::with_tid(tid, f)
 }
 
 /// The CPU whose queues hold the thread of `stack` (a stack in a control block whose claim
@@ -228,21 +246,12 @@ pub fn kick_cpus(mask: u64) {
     }
 }
 
-/// Calls `f` for every thread in the table, in tid order, holding the table lock for a
-/// chunk of them at a time. A thread seen here stays alive while `f` runs: the reaper takes
-/// it out of the table (under this lock) before freeing it.
+/// Calls `f` for every thread in the table, holding the table lock for a chunk of them at
+/// a time (see [`table::walk`]). A thread seen here stays alive while `f` runs: the reaper
+/// takes it out of the table (under this lock) before freeing it.
 pub(super) fn walk_threads(f: &mut dyn FnMut(*mut Thread)) {
-    let mut next = 0u64;
-    loop {
-        let threads = THREADS.lock();
-        let mut seen = 0;
-        for (&tid, &p) in threads.range(next..).take(256) {
-            next = tid + 1;
-            seen += 1;
-            f(p as *mut Thread);
-        }
-        if seen == 0 {
-            return;
-        }
-    }
+    table::walk(&mut |t| {
+        f(t);
+        true
+    });
 }

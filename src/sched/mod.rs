@@ -25,6 +25,7 @@ mod reaper;
 mod sleep;
 mod spawn;
 mod switch;
+mod table;
 pub mod thread;
 
 pub use cpu::*;
@@ -35,7 +36,6 @@ pub use spawn::*;
 pub use switch::*;
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
@@ -101,7 +101,6 @@ static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_C
 static ONLINE_COUNT: AtomicUsize = AtomicUsize::new(0);
 static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
 
-static THREADS: IrqMutex<BTreeMap<u64, usize>> = IrqMutex::new(BTreeMap::new());
 static NEXT_TID: AtomicU64 = AtomicU64::new(1);
 static WORKLOAD_THREADS: AtomicUsize = AtomicUsize::new(0);
 static UNSETTLED: AtomicUsize = AtomicUsize::new(0);
@@ -261,17 +260,14 @@ pub fn set_parkable(parkable: bool) {
 /// The thread whose stack has arena slot `slot`: (tid, name, whether its stack is parked).
 /// For fault reports (any context): a walk of the table, given up if the table is locked.
 pub fn stack_owner(slot: u32) -> Option<(u64, [u8; 15], bool)> {
-    let threads = THREADS.try_lock()?;
-    threads.values().find_map(|&p| {
-        // SAFETY: in the table, hence alive, while we hold the lock.
-        let t = unsafe { &*(p as *const Thread) };
-        (t.stack.slot() == slot).then(|| {
-            let mut name = [0u8; 15];
-            for (d, s) in name.iter_mut().zip(t.name().bytes()) {
-                *d = s;
-            }
-            (t.tid, name, t.stack.is_parked())
-        })
+    table::try_with_slot(slot, |p| {
+        // SAFETY: in the table, hence alive, while the table lock is held.
+        let t = unsafe { &*p };
+        let mut name = [0u8; 15];
+        for (d, s) in name.iter_mut().zip(t.name().bytes()) {
+            *d = s;
+        }
+        (t.tid, name, t.stack.is_parked())
     })
 }
 
@@ -287,7 +283,26 @@ pub fn workload_threads() -> usize {
 
 /// Threads alive (including idle, system and dead-but-not-reaped ones).
 pub fn thread_count() -> usize {
-    THREADS.lock().len()
+    table::count()
+}
+
+/// Thread control blocks: a slab cache of their own (page-sized slabs, empty ones given
+/// back), so a million threads cost `size_of::<Thread>()` each plus slab headers, not a
+/// power-of-two heap block, and `kill all` returns their pages.
+static THREAD_CACHE: crate::mm::slab::SlabCache = crate::mm::slab::SlabCache::new(
+    core::mem::size_of::<Thread>(),
+    core::mem::align_of::<Thread>(),
+);
+
+/// Sizes the thread table for `slots` stack slots (the arena's capacity). Called once at
+/// boot, after `stack::init` and before the first thread.
+pub fn init_table(slots: usize) {
+    table::init(slots);
+}
+
+/// The thread control blocks' cache counters, for `stacks`.
+pub fn thread_cache_stats() -> crate::mm::slab::SlabStats {
+    THREAD_CACHE.stats()
 }
 
 /// Context switches so far.

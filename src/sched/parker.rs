@@ -128,11 +128,8 @@ pub fn start() -> Result<(), super::SpawnError> {
         0,
         None,
     )?;
-    let p = *super::THREADS
-        .lock()
-        .get(&tid)
-        .expect("parker just inserted");
-    PARKER.store(p as *mut Thread, Ordering::Release);
+    let p = super::table::with_tid(tid, |t| t).expect("parker just inserted");
+    PARKER.store(p, Ordering::Release);
     Ok(())
 }
 

@@ -5,16 +5,18 @@ use super::*;
 /// Starts the reaper, which returns dead threads' stacks and control blocks.
 pub fn start_reaper() -> Result<(), SpawnError> {
     // Fixed, like idle: the reaper is what gives memory back when it has run out.
-    let tid = spawn_raw(
+    let tid = spawn_thread(
         "reaper",
         ThreadKind::System,
         StackPolicy::Fixed,
         reaper_loop,
         0,
         None,
+        None,
+        true,
     )?;
-    let p = *THREADS.lock().get(&tid).expect("reaper just inserted");
-    REAPER.store(p as *mut Thread, Ordering::Release);
+    let p = table::with_tid(tid, |t| t).expect("reaper just inserted");
+    REAPER.store(p, Ordering::Release);
     Ok(())
 }
 
@@ -79,7 +81,7 @@ pub(super) fn reap_list(
             // or queues them any more, so this is the only reference.
             let th = unsafe { &mut *t };
             let next = th.next;
-            THREADS.lock().remove(&th.tid);
+            table::remove(th.stack.slot());
             if th.kind == ThreadKind::Workload {
                 WORKLOAD_THREADS.fetch_sub(1, Ordering::Relaxed);
             }
@@ -96,8 +98,9 @@ pub(super) fn reap_list(
             // freed once, here.
             let owned = unsafe { t.read() };
             batch.add(owned.stack);
-            // SAFETY: as above.
-            unsafe { alloc::alloc::dealloc(t as *mut u8, core::alloc::Layout::new::<Thread>()) };
+            // SAFETY: `t` came from THREAD_CACHE in spawn_raw; its contents were moved out
+            // above and nothing refers to it any more.
+            unsafe { THREAD_CACHE.free(core::ptr::NonNull::new_unchecked(t as *mut u8)) };
             t = next;
         }
         batch.finish();

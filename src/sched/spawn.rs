@@ -30,7 +30,16 @@ pub fn spawn_with<F: FnOnce() + Send + 'static>(
     policy: StackPolicy,
     f: F,
 ) -> Result<JoinHandle, SpawnError> {
-    spawn_closure(name, policy, None, Box::new(f))
+    spawn_closure(name, policy, None, Box::new(f), false)
+}
+
+/// Starts a system thread of the kernel's own (the shell) running `f`, on a fixed stack of
+/// [`stack::SYSTEM_STACK_BYTES`] rather than `kstack.max`.
+pub fn spawn_system_with<F: FnOnce() + Send + 'static>(
+    name: &str,
+    f: F,
+) -> Result<JoinHandle, SpawnError> {
+    spawn_closure(name, StackPolicy::Fixed, None, Box::new(f), true)
 }
 
 /// Starts a system thread running `f` on CPU `cpu` only (it is never migrated), for
@@ -41,7 +50,7 @@ pub fn spawn_pinned<F: FnOnce() + Send + 'static>(
     cpu: usize,
     f: F,
 ) -> Result<JoinHandle, SpawnError> {
-    spawn_closure(name, policy, Some(cpu), Box::new(f))
+    spawn_closure(name, policy, Some(cpu), Box::new(f), false)
 }
 
 pub(super) fn spawn_closure(
@@ -49,13 +58,14 @@ pub(super) fn spawn_closure(
     policy: StackPolicy,
     pinned: Option<usize>,
     f: Box<dyn FnOnce() + Send>,
+    system_stack: bool,
 ) -> Result<JoinHandle, SpawnError> {
     let arg = Box::into_raw(Box::new(f)) as usize;
     let state = Arc::new(JoinState {
         done: AtomicBool::new(false),
         waiter: AtomicPtr::new(core::ptr::null_mut()),
     });
-    match spawn_raw_on(
+    match spawn_thread(
         name,
         ThreadKind::System,
         policy,
@@ -63,6 +73,7 @@ pub(super) fn spawn_closure(
         arg,
         Some(state.clone()),
         pinned,
+        system_stack,
     ) {
         Ok(tid) => Ok(JoinHandle { tid, state }),
         Err(e) => {
@@ -87,7 +98,7 @@ pub fn spawn_raw(
     arg: usize,
     join: Option<Arc<JoinState>>,
 ) -> Result<u64, SpawnError> {
-    spawn_raw_on(name, kind, policy, entry, arg, join, None)
+    spawn_thread(name, kind, policy, entry, arg, join, None, false)
 }
 
 /// [`spawn_raw`], optionally pinned to one CPU (it then runs there only).
@@ -100,27 +111,48 @@ pub fn spawn_raw_on(
     join: Option<Arc<JoinState>>,
     pinned: Option<usize>,
 ) -> Result<u64, SpawnError> {
+    spawn_thread(name, kind, policy, entry, arg, join, pinned, false)
+}
+
+/// [`spawn_raw_on`], optionally on a system stack ([`Stack::create_system`]: fixed, its
+/// own size, for the kernel's own threads, which are then `essential`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn spawn_thread(
+    name: &str,
+    kind: ThreadKind,
+    policy: StackPolicy,
+    entry: Entry,
+    arg: usize,
+    join: Option<Arc<JoinState>>,
+    pinned: Option<usize>,
+    system_stack: bool,
+) -> Result<u64, SpawnError> {
     let low = || {
-        crate::mm::frame::free_pages() < SPAWN_LOW_WATER_PAGES + stack::initial_pages(policy) as u64
+        !system_stack
+            && crate::mm::frame::free_pages()
+                < SPAWN_LOW_WATER_PAGES + stack::initial_pages(policy) as u64
     };
     // Memory ran low: park the sleepers waiting to be parked now rather than later (a mass
     // spawn can outrun `kstack.park_after`), then look again.
     if low() && (!stack::park::enabled() || parker::park_listed_now() == 0 || low()) {
         return Err(SpawnError::OutOfMemory);
     }
-    let stack = Stack::create(policy).map_err(|e| match e {
+    let stack = if system_stack {
+        Stack::create_system()
+    } else {
+        Stack::create(policy)
+    };
+    let stack = stack.map_err(|e| match e {
         stack::StackError::ArenaFull => SpawnError::ArenaFull,
         stack::StackError::OutOfMemory => SpawnError::OutOfMemory,
     })?;
     let tid = NEXT_TID.fetch_add(1, Ordering::Relaxed);
     let top = stack.top();
-    let layout = core::alloc::Layout::new::<Thread>();
-    // SAFETY: Thread has a non-zero size; a null result is handled.
-    let raw = unsafe { alloc::alloc::alloc(layout) } as *mut Thread;
-    if raw.is_null() {
+    let Some(raw) = THREAD_CACHE.alloc() else {
         stack.destroy();
         return Err(SpawnError::OutOfMemory);
-    }
+    };
+    let raw = raw.as_ptr() as *mut Thread;
     let mut t = Thread::new(tid, name, kind, stack);
     t.context = TrapFrame::new_thread(
         thread_start as *const () as u64,
@@ -132,13 +164,22 @@ pub fn spawn_raw_on(
     t.join = join;
     t.pinned = pinned.is_some();
     t.unsettled = kind == ThreadKind::Workload;
-    // SAFETY: `raw` is a fresh allocation of the right layout.
+    t.essential = system_stack;
+    let slot = t.stack.slot();
+    // SAFETY: `raw` is a fresh object of the thread cache: size and alignment of a Thread.
     unsafe { raw.write(t) };
+    if !table::insert(slot, raw) {
+        // SAFETY: written just above and never published: moved out and freed once.
+        let t = unsafe { raw.read() };
+        // SAFETY: from THREAD_CACHE, unused from here on.
+        unsafe { THREAD_CACHE.free(core::ptr::NonNull::new_unchecked(raw as *mut u8)) };
+        t.stack.destroy();
+        return Err(SpawnError::OutOfMemory);
+    }
     if kind == ThreadKind::Workload {
         WORKLOAD_THREADS.fetch_add(1, Ordering::Relaxed);
         UNSETTLED.fetch_add(1, Ordering::Relaxed);
     }
-    THREADS.lock().insert(tid, raw as usize);
     if kind != ThreadKind::Idle {
         enqueue_new(raw, pinned);
     }

@@ -161,6 +161,20 @@ pub(super) fn must_exit(t: *mut Thread) -> bool {
         }
 }
 
+/// The current thread's stack growth found this CPU's reserve empty: switch it out. Its
+/// frame still points at the faulting instruction, which it retries when it next runs,
+/// after `switch_to_next` refilled the reserve for it (or it waits in the queue while no
+/// memory can be found). Exception context, IRQs masked.
+pub fn wait_for_reserve(frame: &mut TrapFrame) {
+    let cpu = cpu_index();
+    let mut q = QUEUES[cpu].lock();
+    let t = save_current(frame, cpu);
+    // SAFETY: the thread we just saved.
+    unsafe { (*t).set_state(ThreadState::Ready) };
+    q.push_back(t);
+    switch_to_next(frame, cpu, q);
+}
+
 /// Handles a system call from a thread. Returns with `frame` holding whatever thread runs next.
 pub fn on_syscall(frame: &mut TrapFrame, num: u16) {
     let cpu = cpu_index();

@@ -105,6 +105,9 @@ pub struct Thread {
     pub(crate) park_next: *mut Thread,
     /// When it went to sleep, in timer ticks (while in a park list).
     pub(crate) slept_at: u64,
+    /// One of the kernel's own threads (idle, reaper, the main thread running the shell):
+    /// a fault in it is a panic, never the end of just that thread.
+    pub essential: bool,
     /// The thread's stack: reservation, mapped part, counters.
     pub stack: Stack,
     /// Completion for `join`, if somebody holds a handle.
@@ -140,6 +143,7 @@ impl Thread {
             park_prev: core::ptr::null_mut(),
             park_next: core::ptr::null_mut(),
             slept_at: 0,
+            essential: false,
             stack,
             join: None,
         }

@@ -36,13 +36,38 @@ pub struct CpuInfo {
     pub cpus: Vec<CpuRow>,
 }
 
+/// A thread's name as `ps` shows it: at most 15 ASCII bytes, held inline so that rows can
+/// be copied out of the thread table without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThreadName {
+    bytes: [u8; 15],
+    len: u8,
+}
+
+impl ThreadName {
+    /// The first 15 ASCII characters of `name` (others are dropped).
+    pub fn new(name: &str) -> Self {
+        let mut n = Self::default();
+        for (dst, c) in n.bytes.iter_mut().zip(name.chars().filter(char::is_ascii)) {
+            *dst = c as u8;
+            n.len += 1;
+        }
+        n
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("?")
+    }
+}
+
 /// One thread as `ps` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThreadRow {
     /// Thread id.
     pub tid: u64,
     /// Thread name.
-    pub name: String,
+    pub name: ThreadName,
     /// Scheduler state, e.g. "running", "ready", "sleeping".
     pub state: &'static str,
     /// The CPU it runs on, or last ran on; `None` if it has not run yet.
@@ -55,15 +80,6 @@ pub struct ThreadRow {
     pub high_water_kib: u64,
     /// Growth faults the thread has taken.
     pub grow_faults: u64,
-}
-
-/// The answer to `ps`: how many threads exist, and the first few of them.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ThreadList {
-    /// All threads alive.
-    pub total: usize,
-    /// At most the limit asked for, already cut by the backend.
-    pub rows: Vec<ThreadRow>,
 }
 
 /// What a `spawn` achieved.
@@ -98,8 +114,11 @@ pub struct StackStats {
     pub trimmed_kib: u64,
     /// Page-table memory the stack arena uses, in KiB.
     pub pt_kib: u64,
-    /// Bytes of thread control block per thread.
-    pub tcb_bytes: u64,
+    /// Bytes the thread control blocks take in total: the pages of their slab cache.
+    pub tcb_total_bytes: u64,
+    /// Zeroed pages held in the per-CPU growth reserves, in KiB: stack memory that no stack
+    /// maps yet, counted with the mapped stacks in the savings.
+    pub reserve_kib: u64,
     /// Page-table bytes one stack costs: its share of the last-level table that serves it
     /// and its neighbours (the tables stay when threads exit, so `pt_kib / threads` is not it).
     pub pt_bytes_per_thread: u64,
@@ -130,8 +149,10 @@ pub trait Backend {
     fn mem(&self) -> MemInfo;
     /// The CPUs and which are online.
     fn cpus(&self) -> CpuInfo;
-    /// The thread count and at most `limit` rows.
-    fn threads(&self, limit: usize) -> ThreadList;
+    /// Calls `row` for at most `limit` threads, in table order, and returns how many
+    /// threads exist. Rows are streamed: nothing is collected, so `ps 100000` needs no
+    /// memory, and `row` is not called with kernel locks held (it prints).
+    fn threads(&self, limit: usize, row: &mut dyn FnMut(&ThreadRow)) -> usize;
     /// Starts `count` workload threads; `policy` `None` means the kernel's default.
     fn spawn(
         &mut self,

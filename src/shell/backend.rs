@@ -4,7 +4,6 @@
 //! Owns nothing but the glue; calls `sched`, `stack`, `mm`, `workload` and `kernel`.
 use alloc::format;
 use alloc::string::String;
-use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,7 +12,7 @@ use crate::cmdline::StackPolicy;
 use crate::shell::command::{BenchPlan, KillTarget, Profile};
 use crate::shell::workload;
 use crate::shell::{
-    self, Backend, CpuInfo, CpuRow, MemInfo, SpawnReport, StackStats, ThreadList, ThreadRow,
+    self, Backend, CpuInfo, CpuRow, MemInfo, SpawnReport, StackStats, ThreadName, ThreadRow,
 };
 use crate::{kernel, sched, stack};
 
@@ -95,24 +94,39 @@ impl Backend for KernelBackend {
         }
     }
 
-    fn threads(&self, limit: usize) -> ThreadList {
-        let mut rows = Vec::new();
-        sched::for_each_thread(limit, &mut |t| {
-            rows.push(ThreadRow {
-                tid: t.tid,
-                name: String::from(t.name()),
-                state: t.state_name(),
-                cpu: Some(t.cpu.load(Ordering::Relaxed) as usize),
-                policy: t.stack.policy(),
-                mapped_kib: t.stack.mapped_bytes() / 1024,
-                high_water_kib: t.stack.high_water_bytes().div_ceil(1024),
-                grow_faults: t.stack.grow_faults() as u64,
-            })
-        });
-        ThreadList {
-            total: sched::thread_count(),
-            rows,
+    fn threads(&self, limit: usize, row: &mut dyn FnMut(&ThreadRow)) -> usize {
+        // Rows are copied out of the thread table a batch at a time into this buffer (no
+        // allocation under the table lock, nor at all), then handed out with the lock
+        // dropped, since `row` prints.
+        const BATCH: usize = 32;
+        let mut buf = [None::<ThreadRow>; BATCH];
+        let mut next = 0usize;
+        let mut left = limit;
+        while left > 0 {
+            let mut n = 0;
+            let resume = sched::for_each_thread_from(next, BATCH.min(left), &mut |t| {
+                buf[n] = Some(ThreadRow {
+                    tid: t.tid,
+                    name: ThreadName::new(t.name()),
+                    state: t.state_name(),
+                    cpu: Some(t.cpu.load(Ordering::Relaxed) as usize),
+                    policy: t.stack.policy(),
+                    mapped_kib: t.stack.mapped_bytes() / 1024,
+                    high_water_kib: t.stack.high_water_bytes().div_ceil(1024),
+                    grow_faults: t.stack.grow_faults() as u64,
+                });
+                n += 1;
+            });
+            for r in buf[..n].iter().flatten() {
+                row(r);
+            }
+            left -= n;
+            match resume {
+                Some(slot) => next = slot,
+                None => break,
+            }
         }
+        sched::thread_count()
     }
 
     fn spawn(
@@ -192,8 +206,9 @@ impl Backend for KernelBackend {
             oom_kills: s.oom_kills,
             trimmed_kib: s.trimmed_pages * 4,
             pt_kib: s.table_pages * 4,
-            // What the heap really hands out for one (its buddy blocks are powers of two).
-            tcb_bytes: core::mem::size_of::<sched::Thread>().next_power_of_two() as u64,
+            // The real figure: the pages the control blocks' slab cache holds.
+            tcb_total_bytes: sched::thread_cache_stats().bytes,
+            reserve_kib: s.reserve_pages * 4,
             // One 4 KiB last-level table maps 2 MiB of the arena, shared by the stacks in it.
             pt_bytes_per_thread: 4096 * stack::arena::stride() / (2 << 20),
             parked: s.park.parked,
@@ -240,6 +255,7 @@ pub fn run_shell() {
     let mut out = crate::kernel::console::Console;
     let info = kernel::boot_info();
     workload::set_seed(info.args.seed);
+
     shell::run_init(&mut backend, &info.args.init, &mut out);
     shell::interactive(
         &mut backend,

@@ -28,6 +28,8 @@ struct Plan {
     switch_yields: u32,
     density_kib: u64,
     park_rounds: u32,
+    /// Free memory left for `density_after_fixed` (the rest is held back).
+    exhaust_kib: u64,
     memory_threads: &'static [usize],
     scale_rounds: u32,
     updown: updown::Sizes,
@@ -41,6 +43,7 @@ const QUICK: Plan = Plan {
     switch_yields: 200,
     density_kib: 4096,
     park_rounds: 20,
+    exhaust_kib: 16 * 1024,
     memory_threads: &[100],
     scale_rounds: 200,
     updown: updown::Sizes {
@@ -60,6 +63,7 @@ const FULL: Plan = Plan {
     switch_yields: 2000,
     density_kib: 32 * 1024,
     park_rounds: 400,
+    exhaust_kib: 64 * 1024,
     memory_threads: &[100, 1000, 3000, 10_000, 30_000, 100_000],
     scale_rounds: 20_000,
     updown: updown::Sizes {
@@ -137,6 +141,7 @@ pub fn run(plan: BenchPlan, out: &mut dyn Write) {
         switch(sizes, out);
         density(sizes, out);
         park(sizes, out);
+        density_after_fixed(sizes, out);
         for &n in sizes.memory_threads {
             memory(n, out);
         }
@@ -460,6 +465,86 @@ fn park(plan: &Plan, out: &mut dyn Write) {
         wake_ns[1] / n,
         Ratio(wake_ns[1], wake_ns[0]),
         parks
+    );
+}
+
+/// Frames held back from the frame allocator, in 2 MiB runs (or single pages) linked
+/// through their own first word, so holding them needs no memory.
+struct Ballast {
+    head: u64,
+    pages: u64,
+}
+
+impl Ballast {
+    /// Takes frames until only `keep_kib` are free.
+    fn leave_free(keep_kib: u64) -> Self {
+        let mut b = Ballast {
+            head: u64::MAX,
+            pages: 0,
+        };
+        let keep = keep_kib / 4;
+        while frame::free_pages() > keep {
+            let run = if frame::free_pages() - keep >= 512 {
+                512
+            } else {
+                1
+            };
+            let Some(pa) = frame::alloc(run) else { break };
+            // SAFETY: a frame run just allocated, ours, reachable through the linear map.
+            unsafe {
+                let p = crate::mm::layout::phys_to_virt(pa) as *mut u64;
+                p.write(b.head);
+                p.add(1).write(run as u64);
+            }
+            b.head = pa;
+            b.pages += run as u64;
+        }
+        b
+    }
+
+    fn release(self) {
+        let mut pa = self.head;
+        while pa != u64::MAX {
+            // SAFETY: a run this ballast took; its first words hold the link and its size.
+            let (next, run) = unsafe {
+                let p = crate::mm::layout::phys_to_virt(pa) as *const u64;
+                (p.read(), p.add(1).read())
+            };
+            frame::free(pa, run as usize);
+            pa = next;
+        }
+    }
+}
+
+/// `density_after_fixed`: the path users take. With all but `exhaust_kib` of memory held
+/// back, idle threads with fixed stacks are spawned until spawning fails, killed, and then
+/// dynamic ones until spawning fails, in the same boot: memory the fixed round broke up must
+/// serve the dynamic round as well as fresh memory would.
+fn density_after_fixed(plan: &Plan, out: &mut dyn Write) {
+    let ballast = Ballast::leave_free(plan.exhaust_kib);
+    let mut fit = [0u64; 2];
+    for p in policies() {
+        let mut n = 0u64;
+        loop {
+            let (entry, arg) = crate::shell::workload::entry_for(&Profile::Idle, n as usize);
+            if sched::spawn_raw("bench-density", ThreadKind::Workload, p, entry, arg, None).is_err()
+            {
+                break;
+            }
+            n += 1;
+        }
+        wait_settled();
+        fit[index(p)] = n;
+        sched::kill_all(&mut |_, _| {});
+    }
+    ballast.release();
+    let _ = writeln!(
+        out,
+        "BENCH name=density_after_fixed mem_kib={} fixed_threads={} dynamic_threads={} ratio={}",
+        plan.exhaust_kib,
+        fit[0],
+        fit[1],
+        Ratio(fit[1], fit[0])
     );
 }
 

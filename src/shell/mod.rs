@@ -136,7 +136,7 @@ fn run(backend: &mut dyn Backend, command: &Command, out: &mut dyn Write) {
         Command::Cpus => cpus(&backend.cpus(), out),
         Command::Ps { limit } => {
             let limit = limit.unwrap_or(DEFAULT_PS_LIMIT);
-            ps(&backend.threads(limit), limit, out);
+            ps(backend, limit, out);
         }
         Command::Spawn {
             count,

@@ -77,43 +77,110 @@ pub(super) fn cpus(c: &CpuInfo, out: &mut dyn Write) {
     say!(out, "CPUS online={}", c.online);
 }
 
-pub(super) fn ps(list: &ThreadList, limit: usize, out: &mut dyn Write) {
-    let mut table = Table::new(
-        &[
-            "TID",
-            "NAME",
-            "STATE",
-            "CPU",
-            "POLICY",
-            "MAPPED_KIB",
-            "HIGH_KIB",
-            "FAULTS",
-        ],
-        &[true, false, false, true, false, true, true, true],
-    );
-    // A backend that returns more than asked must not flood the console.
-    let shown = list.rows.len().min(limit);
-    for t in &list.rows[..shown] {
-        table.row([
-            t.tid.to_string(),
-            t.name.clone(),
-            String::from(t.state),
-            t.cpu.map_or_else(|| String::from("-"), |c| c.to_string()),
-            String::from(t.policy.as_str()),
-            t.mapped_kib.to_string(),
-            t.high_water_kib.to_string(),
-            t.grow_faults.to_string(),
-        ]);
+/// Column headers of `ps` and whether each is right-aligned.
+const PS_HEADER: [&str; 8] = [
+    "TID",
+    "NAME",
+    "STATE",
+    "CPU",
+    "POLICY",
+    "MAPPED_KIB",
+    "HIGH_KIB",
+    "FAULTS",
+];
+const PS_RIGHT: [bool; 8] = [true, false, false, true, false, true, true, true];
+
+/// Decimal digits of `n`.
+fn digits(mut n: u64) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
     }
-    table.print(out);
-    if shown < list.total {
+    d
+}
+
+fn ps_widths(t: &ThreadRow) -> [usize; 8] {
+    [
+        digits(t.tid),
+        t.name.as_str().len(),
+        t.state.len(),
+        t.cpu.map_or(1, |c| digits(c as u64)),
+        t.policy.as_str().len(),
+        digits(t.mapped_kib),
+        digits(t.high_water_kib),
+        digits(t.grow_faults),
+    ]
+}
+
+/// Prints one `ps` line cell by cell, without building it in memory.
+fn ps_line(out: &mut dyn Write, widths: &[usize; 8], cells: [&dyn core::fmt::Display; 8]) {
+    for (i, cell) in cells.iter().enumerate() {
+        let width = widths[i];
+        let sep = if i > 0 { "  " } else { "" };
+        // The last column is right-aligned, so no line ends in spaces.
+        let _ = if PS_RIGHT[i] {
+            write!(out, "{sep}{cell:>width$}")
+        } else {
+            write!(out, "{sep}{cell:<width$}")
+        };
+    }
+    let _ = writeln!(out);
+}
+
+/// `ps`: two passes over the thread table, one for the column widths and one to print,
+/// so that even 100,000 rows need no memory (a row that changed in between still prints,
+/// only its column may be wider).
+pub(super) fn ps(backend: &mut dyn Backend, limit: usize, out: &mut dyn Write) {
+    let mut widths = PS_HEADER.map(str::len);
+    let mut shown = 0usize;
+    backend.threads(limit, &mut |t| {
+        if shown < limit {
+            shown += 1;
+            for (w, c) in widths.iter_mut().zip(ps_widths(t)) {
+                *w = (*w).max(c);
+            }
+        }
+    });
+    let h = &PS_HEADER;
+    ps_line(
+        out,
+        &widths,
+        [&h[0], &h[1], &h[2], &h[3], &h[4], &h[5], &h[6], &h[7]],
+    );
+    let mut printed = 0usize;
+    let total = backend.threads(limit, &mut |t| {
+        // A backend that returns more than asked must not flood the console.
+        if printed >= limit {
+            return;
+        }
+        printed += 1;
+        let cpu: &dyn core::fmt::Display = match &t.cpu {
+            Some(c) => c,
+            None => &"-",
+        };
+        ps_line(
+            out,
+            &widths,
+            [
+                &t.tid,
+                &t.name.as_str(),
+                &t.state,
+                cpu,
+                &t.policy.as_str(),
+                &t.mapped_kib,
+                &t.high_water_kib,
+                &t.grow_faults,
+            ],
+        );
+    });
+    if printed < total {
         say!(
             out,
-            "showing {shown} of {} threads (ps N shows more)",
-            list.total
+            "showing {printed} of {total} threads (ps N shows more)"
         );
     }
-    say!(out, "PS threads={}", list.total);
+    say!(out, "PS threads={total}");
 }
 
 pub(super) fn spawn(
@@ -185,8 +252,11 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
     ]);
     table.row([
         String::from("control block"),
-        format!("{} B", s.tcb_bytes),
-        format!("{} KiB", u128::from(s.tcb_bytes) * u128::from(n) / 1024),
+        match s.tcb_total_bytes.checked_div(n) {
+            Some(b) => format!("{b} B"),
+            None => String::from("-"),
+        },
+        format!("{} KiB", s.tcb_total_bytes / 1024),
     ]);
     table.row([
         String::from("all of the above"),
@@ -196,7 +266,7 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
             let bytes = u128::from(s.mapped_kib) * 1024 / u128::from(n)
                 + u128::from(s.parked_bytes / n)
                 + u128::from(s.pt_bytes_per_thread)
-                + u128::from(s.tcb_bytes);
+                + u128::from(s.tcb_total_bytes / n);
             format!("{bytes} B")
         },
         format!(
@@ -204,7 +274,7 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
             u128::from(s.mapped_kib)
                 + u128::from(s.parked_kib())
                 + u128::from(s.pt_kib)
-                + u128::from(s.tcb_bytes) * u128::from(n) / 1024
+                + u128::from(s.tcb_total_bytes) / 1024
         ),
     ]);
     table.row([
@@ -217,8 +287,17 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
         format!("{LINUX_STACK_KIB}.0 KiB"),
         format!("{} KiB", u128::from(n) * u128::from(LINUX_STACK_KIB)),
     ]);
+    table.row([
+        String::from("growth reserves (per CPU)"),
+        String::from("-"),
+        format!("{} KiB", s.reserve_kib),
+    ]);
     table.print(out);
-    let held = s.mapped_kib.saturating_add(s.parked_kib());
+    // Reserve pages are stack memory too, only not mapped yet: they count against savings.
+    let held = s
+        .mapped_kib
+        .saturating_add(s.parked_kib())
+        .saturating_add(s.reserve_kib);
     let savings = savings_pct(held, s.fixed_equiv_kib);
     if n > 0 {
         let linux = savings_pct(held, n.saturating_mul(LINUX_STACK_KIB));
@@ -238,7 +317,7 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
     );
     say!(
         out,
-        "STACKS threads={n} mapped_kib={} fixed_equiv_kib={} savings_pct={savings} grow_faults={} overflows={} oom_kills={} trimmed_kib={} pt_kib={} parked={} parked_kib={} misses={} grow_ahead={}",
+        "STACKS threads={n} mapped_kib={} fixed_equiv_kib={} savings_pct={savings} grow_faults={} overflows={} oom_kills={} trimmed_kib={} pt_kib={} parked={} parked_kib={} misses={} grow_ahead={} reserve_kib={}",
         s.mapped_kib,
         s.fixed_equiv_kib,
         s.grow_faults,
@@ -249,6 +328,7 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
         s.parked,
         s.parked_kib(),
         s.misses,
-        s.grow_ahead
+        s.grow_ahead,
+        s.reserve_kib
     );
 }

@@ -16,9 +16,9 @@ impl Fake {
             .map(|i| ThreadRow {
                 tid: i,
                 name: if i == 0 {
-                    String::from("idle/0")
+                    ThreadName::new("idle/0")
                 } else {
-                    format!("w{i}")
+                    ThreadName::new(&format!("w{i}"))
                 },
                 state: if i % 2 == 0 { "sleeping" } else { "ready" },
                 cpu: if i == 3 { None } else { Some(i as usize % 4) },
@@ -44,7 +44,8 @@ impl Fake {
                 oom_kills: 0,
                 trimmed_kib: 12,
                 pt_kib: 16,
-                tcb_bytes: 320,
+                tcb_total_bytes: 320_000,
+                reserve_kib: 0,
                 pt_bytes_per_thread: 40,
                 parked: 0,
                 parked_bytes: 0,
@@ -87,11 +88,9 @@ impl Backend for Fake {
             ],
         }
     }
-    fn threads(&self, limit: usize) -> ThreadList {
-        ThreadList {
-            total: self.threads.len(),
-            rows: self.threads.iter().take(limit).cloned().collect(),
-        }
+    fn threads(&self, limit: usize, row: &mut dyn FnMut(&ThreadRow)) -> usize {
+        self.threads.iter().take(limit).for_each(row);
+        self.threads.len()
     }
     fn spawn(
         &mut self,
@@ -242,8 +241,8 @@ fn ps_on_a_backend_that_ignores_the_limit() {
         fn cpus(&self) -> CpuInfo {
             self.0.cpus()
         }
-        fn threads(&self, _limit: usize) -> ThreadList {
-            self.0.threads(usize::MAX)
+        fn threads(&self, _limit: usize, row: &mut dyn FnMut(&ThreadRow)) -> usize {
+            self.0.threads(usize::MAX, row)
         }
         fn spawn(
             &mut self,
@@ -339,7 +338,7 @@ fn stacks_summary_and_breakdown() {
         only_summary(&out, "STACKS"),
         "STACKS threads=1000 mapped_kib=4000 fixed_equiv_kib=16000 savings_pct=75.0 \
          grow_faults=50 overflows=1 oom_kills=0 trimmed_kib=12 pt_kib=16 parked=0 parked_kib=0 \
-         misses=2 grow_ahead=7"
+         misses=2 grow_ahead=7 reserve_kib=0"
     );
     // Per thread: 4.0 KiB of stack, 40 B of page table (the backend's figure, not
     // pt_kib / threads), 320 B of control block, next to Linux's 16 KiB.
@@ -359,7 +358,7 @@ fn stacks_summary_and_breakdown() {
         only_summary(&out, "STACKS"),
         "STACKS threads=0 mapped_kib=0 fixed_equiv_kib=0 savings_pct=0.0 \
          grow_faults=0 overflows=0 oom_kills=0 trimmed_kib=0 pt_kib=0 parked=0 parked_kib=0 \
-         misses=0 grow_ahead=0"
+         misses=0 grow_ahead=0 reserve_kib=0"
     );
 
     // Parked stacks count with their copies: 800 of 1000 parked in 128-byte blocks,
@@ -368,7 +367,7 @@ fn stacks_summary_and_breakdown() {
         threads: 1000,
         mapped_kib: 800,
         fixed_equiv_kib: 16000,
-        tcb_bytes: 320,
+        tcb_total_bytes: 320_000,
         pt_bytes_per_thread: 40,
         parked: 800,
         parked_bytes: 800 * 128,
@@ -380,7 +379,7 @@ fn stacks_summary_and_breakdown() {
         only_summary(&out, "STACKS"),
         "STACKS threads=1000 mapped_kib=800 fixed_equiv_kib=16000 savings_pct=94.4 \
          grow_faults=0 overflows=0 oom_kills=0 trimmed_kib=0 pt_kib=0 parked=800 parked_kib=100 \
-         misses=0 grow_ahead=0"
+         misses=0 grow_ahead=0 reserve_kib=0"
     );
     assert!(out.contains("parked copies"), "{out}");
     assert!(out.contains("102 B"), "{out}");
@@ -401,7 +400,8 @@ fn stacks_with_huge_counters_does_not_overflow() {
         oom_kills: u64::MAX,
         trimmed_kib: u64::MAX,
         pt_kib: u64::MAX,
-        tcb_bytes: u64::MAX,
+        tcb_total_bytes: u64::MAX,
+        reserve_kib: u64::MAX,
         pt_bytes_per_thread: u64::MAX,
         parked: u64::MAX,
         parked_bytes: u64::MAX,

@@ -78,6 +78,17 @@ pub fn alloc_slot() -> Result<u32, StackError> {
     if slots.next_unused >= slots.max {
         return Err(StackError::ArenaFull);
     }
+    // Room in the free list for every slot ever handed out, taken now: `free_slot` (the
+    // reaper, giving memory back) must never need to allocate.
+    let want = slots.next_unused as usize + 1;
+    if slots.free.capacity() < want {
+        // At least doubling, so this happens rarely.
+        let more = (want - slots.free.len()).max(slots.free.capacity());
+        slots
+            .free
+            .try_reserve(more)
+            .map_err(|_| StackError::OutOfMemory)?;
+    }
     let slot = slots.next_unused;
     let start = STACK_ARENA_BASE + slot as u64 * stride();
     let end = start + stride();

@@ -37,6 +37,9 @@ use crate::percpu::{cpu_index, MAX_CPUS};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
+/// Stack of a system thread (idle, reaper, shell): its own size, not `kstack.max`.
+pub const SYSTEM_STACK_BYTES: usize = 32 * 1024;
+
 static CONFIG: crate::sync::Once<StackConfig> = crate::sync::Once::new();
 
 /// Sets the stack configuration from the command line. Called once at boot, before the first
@@ -292,6 +295,10 @@ pub struct Stack {
 impl Stack {
     /// Reserves a slot in the arena and maps the initial pages (zeroed).
     pub fn create(policy: StackPolicy) -> Result<Stack, StackError> {
+        Self::create_mapped(policy, initial_pages(policy))
+    }
+
+    fn create_mapped(policy: StackPolicy, pages: u32) -> Result<Stack, StackError> {
         let slot = arena::alloc_slot()?;
         let stack = Stack {
             top: arena::slot_base(slot) + MAX_BYTES.load(Ordering::Relaxed),
@@ -304,7 +311,6 @@ impl Stack {
             parked_block: AtomicU64::new(0),
             parked_len: AtomicU32::new(0),
         };
-        let pages = initial_pages(policy);
         let top = stack.top();
         for i in 1..=pages {
             let Some(pa) = crate::mm::frame::alloc_zeroed() else {
@@ -320,6 +326,15 @@ impl Stack {
         count_mapped(pages as u64);
         STACKS.fetch_add(1, Ordering::Relaxed);
         Ok(stack)
+    }
+
+    /// A stack for a system thread (idle, reaper, shell): fixed, [`SYSTEM_STACK_BYTES`]
+    /// mapped (or `kstack.max` if that is smaller) in a normal reservation, never grown: a
+    /// fault below it is an overflow. Its size does not follow `kstack.max`, so a large
+    /// `kstack.max` costs the kernel's own threads nothing.
+    pub fn create_system() -> Result<Stack, StackError> {
+        let pages = (SYSTEM_STACK_BYTES as u64 / PAGE).min(max_pages() as u64) as u32;
+        Self::create_mapped(StackPolicy::Fixed, pages)
     }
 
     /// Unmaps every page (invalidating the TLB on all CPUs), returns them and the
@@ -450,78 +465,112 @@ pub struct ReleaseBatch {
     frames: alloc::vec::Vec<u64>,
     slots: alloc::vec::Vec<u32>,
     vas: alloc::vec::Vec<u64>,
+    /// More pages cleared than `vas` can list: the flush invalidates everything.
+    full_flush: bool,
 }
 
 /// Beyond this many pages one full invalidation is cheaper than one per page.
 const BATCH_FULL_FLUSH_PAGES: usize = 64;
 
+/// Frames a [`ReleaseBatch`] holds before it must flush: a fixed size (64 KiB of
+/// addresses), whatever `kstack.max` is. A stack with more pages is released in pieces.
+const BATCH_FRAMES: usize = 8192;
+
 impl ReleaseBatch {
-    /// An empty batch with room for `stacks` stacks of up to `kstack.max` each.
+    /// An empty batch with room for `stacks` stacks and [`BATCH_FRAMES`] frames.
     pub fn with_room_for(stacks: usize) -> Self {
-        let pages = stacks * max_pages() as usize;
         Self {
-            frames: alloc::vec::Vec::with_capacity(pages),
+            frames: alloc::vec::Vec::with_capacity(BATCH_FRAMES),
             slots: alloc::vec::Vec::with_capacity(stacks),
-            vas: alloc::vec::Vec::with_capacity(BATCH_FULL_FLUSH_PAGES + max_pages() as usize),
+            vas: alloc::vec::Vec::with_capacity(BATCH_FULL_FLUSH_PAGES),
+            full_flush: false,
         }
     }
 
     /// Whether one more stack fits without allocating.
     pub fn has_room(&self) -> bool {
         self.slots.len() < self.slots.capacity()
-            && self.frames.len() + max_pages() as usize <= self.frames.capacity()
     }
 
     /// Adds the stack of a thread that will never run again. The caller has taken its claim
-    /// for release where it lived ([`Stack::claim_for_release`]).
+    /// for release where it lived ([`Stack::claim_for_release`]). Its pages are unmapped
+    /// now; when the frame buffer fills, the batch flushes (invalidates, frees) and goes on.
     pub fn add(&mut self, stack: Stack) {
         park::discard(&stack);
-        let pages = stack.mapped_pages.load(Ordering::Relaxed);
-        let bottom = stack.mapped_bottom();
-        let before = self.frames.len();
-        arena::clear_pages(bottom, pages, &mut self.frames);
-        if self.vas.len() + pages as usize <= self.vas.capacity() {
-            self.vas
-                .extend((0..pages).map(|i| bottom + i as u64 * PAGE));
+        let mut pages = stack.mapped_pages.load(Ordering::Relaxed);
+        let mut bottom = stack.mapped_bottom();
+        while pages > 0 {
+            let room = self.frames.capacity() - self.frames.len();
+            if room == 0 {
+                self.flush_frames();
+                continue;
+            }
+            let n = pages.min(room as u32);
+            let before = self.frames.len();
+            arena::clear_pages(bottom, n, &mut self.frames);
+            if self.vas.len() + n as usize <= self.vas.capacity() {
+                self.vas.extend((0..n).map(|i| bottom + i as u64 * PAGE));
+            } else {
+                // Too many to invalidate one by one: `flush_frames` invalidates everything.
+                self.full_flush = true;
+            }
+            count_unmapped((self.frames.len() - before) as u64);
+            bottom += n as u64 * PAGE;
+            pages -= n;
         }
-        count_unmapped((self.frames.len() - before) as u64);
         STACKS.fetch_sub(1, Ordering::Relaxed);
         self.slots.push(stack.slot);
     }
 
-    /// Invalidates, then returns every frame and reservation.
-    pub fn finish(&mut self) {
-        if self.frames.is_empty() && self.slots.is_empty() {
+    /// Invalidates the TLB for the pages cleared so far and frees their frames.
+    fn flush_frames(&mut self) {
+        if self.frames.is_empty() {
             return;
         }
-        if self.frames.len() > BATCH_FULL_FLUSH_PAGES || self.vas.len() < self.frames.len() {
+        if self.full_flush || self.frames.len() > BATCH_FULL_FLUSH_PAGES {
             crate::arch::tlb::invalidate_all();
         } else {
             use crate::mm::page_table::TlbOps;
             let tlb = crate::arch::tlb::HardwareTlb;
-            for va in self.vas.drain(..) {
+            for &va in self.vas.iter() {
                 tlb.invalidate_page(va);
             }
             tlb.sync();
         }
+        self.vas.clear();
+        self.full_flush = false;
         for pa in self.frames.drain(..) {
             crate::mm::frame::free(pa, 1);
         }
+    }
+
+    /// Invalidates, then returns every frame and reservation.
+    pub fn finish(&mut self) {
+        self.flush_frames();
         for slot in self.slots.drain(..) {
             arena::free_slot(slot);
         }
-        self.vas.clear();
     }
 }
 
-/// Makes sure this CPU's reserve holds enough zeroed pages for `stack` to grow to its full
-/// size, so that no growth of it can fail, and restores the stack if it is parked. Called by
-/// the scheduler (exception context, claim held) before it switches a thread in. Returns
-/// false if memory could not be found; the thread must wait then.
+/// Makes sure this CPU's reserve holds the zeroed pages `stack` may still map, up to the
+/// reserve's bound ([`reserve::RESERVE_MAX`] pages), and restores the stack if it is parked.
+/// Called by the scheduler (exception context, claim held) before it switches a thread in.
+/// Returns false if memory could not be found; the thread must wait then.
 ///
-/// The reserve is filled to `kstack.max` pages whatever the stack holds: that is what a
-/// parked stack needs (its top page and room to grow), and refilling after every growth or
-/// restore on the next switch-in keeps the zeroing of a page out of a parked thread's wake.
+/// The reserve is filled to `kstack.max` pages (at most the bound) whatever the stack holds:
+/// that is what a parked stack needs (its top page and room to grow), and refilling after
+/// every growth or restore on the next switch-in keeps the zeroing of a page out of a parked
+/// thread's wake.
+///
+/// The guarantee, exactly: a thread whose stack can grow by at most `RESERVE_MAX` more pages
+/// (every thread while `kstack.max - kstack.initial` ≤ 256 KiB) never takes a growth that
+/// waits or fails. A deeper stack maps from the reserve until it is empty; its next growth
+/// tops the reserve up from the fault path when the thread holds no lock, or else switches
+/// it out with the faulting instruction to be retried, and it runs again only once the
+/// scheduler has refilled the reserve for it ([`FaultOutcome::Wait`]). A growth never fails
+/// silently: the only failure left is a thread that holds a lock when the reserve runs dry
+/// (it can be neither switched out nor served), which is reported as an OOM.
 pub fn prepare_switch_in(cpu: usize, stack: &Stack) -> bool {
     if stack.policy == StackPolicy::Fixed {
         return true;
@@ -546,7 +595,11 @@ pub enum FaultOutcome {
     Grown,
     /// The address is in the guard gap below the current thread's stack.
     Overflow,
-    /// The stack should grow but the reserve is empty.
+    /// The stack should grow but the reserve ran dry (what it held is mapped): switch the
+    /// thread out; it retries the access once the scheduler refilled the reserve.
+    Wait,
+    /// The stack should grow, the reserve is empty and the thread cannot wait (it holds a
+    /// lock).
     OutOfMemory,
     /// Below the mapped part, but this strategy does not grow on a fault (`expand`,
     /// `check`): the stack was not grown in time.
@@ -594,6 +647,12 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
     if far < base || far >= bottom {
         return FaultOutcome::NotStack;
     }
+    if stack.policy == StackPolicy::Fixed {
+        // A fixed stack smaller than its reservation (a system thread's) never grows: below
+        // its mapped part is as good as its guard.
+        OVERFLOWS.fetch_add(1, Ordering::Relaxed);
+        return FaultOutcome::Overflow;
+    }
     if ctl & CTL_GROW_ON_FAULT == 0 {
         // Stacks grow only ahead of use (`kstack.strategy=expand`: `ensure`, `expand_stack`;
         // `check`: the entry hook): running past the mapped part is a miss, whatever is
@@ -602,10 +661,16 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
         return FaultOutcome::Miss;
     }
     let first = align_down(far, PAGE);
-    let pages = ((bottom - first) / PAGE) as u32;
-    if !map_below(stack, cpu, pages) {
-        OOM_KILLS.fetch_add(1, Ordering::Relaxed);
-        return FaultOutcome::OutOfMemory;
+    let wanted = ((bottom - first) / PAGE) as u32;
+    let pages = map_below(stack, cpu, wanted);
+    if pages == 0 {
+        if crate::sync::locks_held() > 0 {
+            // Cannot be switched out while it holds a spin lock: nothing else can be done.
+            OOM_KILLS.fetch_add(1, Ordering::Relaxed);
+            return FaultOutcome::OutOfMemory;
+        }
+        // No memory now: the thread waits in its run queue until a refill succeeds.
+        return FaultOutcome::Wait;
     }
     // The CPU running the thread is the only writer of its stack's counters.
     stack.grow_faults.store(
@@ -613,27 +678,34 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
         Ordering::Relaxed,
     );
     bump(&GROWTH[cpu].grow_faults, 1);
+    if pages < wanted {
+        // Part of the way there: the retry faults again, and waits for a refill then.
+        return FaultOutcome::Wait;
+    }
     FaultOutcome::Grown
 }
 
-/// Maps `pages` more pages of the running thread's `stack` below its mapped part, from
-/// CPU `cpu`'s reserve (IRQs masked, on that CPU). False, and nothing mapped, if the
-/// reserve cannot supply them. Shared by the fault path and growth ahead of use.
-fn map_below(stack: &Stack, cpu: usize, pages: u32) -> bool {
+/// Maps up to `wanted` more pages of the running thread's `stack` below its mapped part,
+/// from CPU `cpu`'s reserve (IRQs masked, on that CPU), topped up from the frame allocator
+/// when the thread holds no lock. Returns how many it mapped: fewer when memory is short (the
+/// reserve is bounded, see `reserve`). Shared by the fault path and growth ahead of use.
+fn map_below(stack: &Stack, cpu: usize, wanted: u32) -> u32 {
     let mut va = stack.mapped_bottom();
     let mut map = |pa| {
         va -= PAGE;
         arena::map_page(va, pa);
     };
-    let mut mapped_all = reserve::take(cpu, pages as usize, &mut map);
-    if !mapped_all && crate::sync::locks_held() == 0 {
+    // From the mapped part downwards, as far as the reserve goes.
+    let mut pages = reserve::take(cpu, wanted as usize, &mut map) as u32;
+    if pages < wanted && crate::sync::locks_held() == 0 {
         // The reserve is short (the fast path left this fault here for that). The
         // interrupted thread holds no lock, so the frame allocator's cannot be held on this
-        // CPU: top the reserve up as the scheduler would, then grow.
-        mapped_all = reserve::fill(cpu, pages as usize) && reserve::take(cpu, pages as usize, map);
+        // CPU: top the reserve up as the scheduler would (bounded), then go on.
+        reserve::fill(cpu, (wanted - pages) as usize);
+        pages += reserve::take(cpu, (wanted - pages) as usize, &mut map) as u32;
     }
-    if !mapped_all {
-        return false;
+    if pages == 0 {
+        return 0;
     }
     arena::publish();
     let mapped = stack.mapped_pages.load(Ordering::Relaxed) + pages;
@@ -642,7 +714,7 @@ fn map_below(stack: &Stack, cpu: usize, pages: u32) -> bool {
         stack.high_water_pages.store(mapped, Ordering::Relaxed);
     }
     bump(&GROWTH[cpu].grown_pages, pages as u64);
-    true
+    pages
 }
 
 /// Bytes kept mapped below a sleeping thread's saved SP when trimming, so that returning
@@ -839,7 +911,7 @@ pub fn with_stack<R>(bytes: usize, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Initialises the arena and per-CPU reserves for `cpus` CPUs.
+/// Initialises the arena and the per-CPU reserves (bounded: see `reserve`) for `cpus` CPUs.
 pub fn init(cpus: usize) {
     arena::init();
     park::init();

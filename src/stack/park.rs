@@ -201,7 +201,7 @@ pub(super) fn restore(cpu: usize, stack: &Stack) -> bool {
     let first = align_down(from, PAGE);
     let pages = ((top - first) / PAGE) as u32;
     let mut va = top;
-    if !reserve::take(cpu, pages as usize, |pa| {
+    if !reserve::take_all(cpu, pages as usize, |pa| {
         va -= PAGE;
         arena::map_page(va, pa);
     }) {

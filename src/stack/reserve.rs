@@ -2,8 +2,15 @@
 //!
 //! Only the owning CPU touches its reserve, and only in exception context (IRQs masked): the
 //! scheduler fills it before switching a dynamic thread in, and the fault path takes from it.
-//! So it needs no lock, and a growth never waits for or fails on the frame allocator.
-//! Calls `mm::frame` (to fill).
+//! So it needs no lock, and a growth never waits for the frame allocator.
+//!
+//! Bounded: a reserve holds at most [`RESERVE_MAX`] pages (256 KiB), whatever `kstack.max`
+//! is. The scheduler fills it with what the incoming thread can still map, up to that bound;
+//! a deeper growth empties it and then waits for a refill (see `stack::on_fault`). Drained:
+//! a CPU filling its reserve while memory is low gives back everything above what the
+//! incoming thread needs. The pages held are counted (`reserve_kib=` in `stacks`).
+//!
+//! Calls `mm::frame` (to fill and drain).
 //!
 //! # The layout the fast path reads
 //!
@@ -22,6 +29,12 @@ use core::mem::{offset_of, size_of};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::percpu::MAX_CPUS;
+
+/// Most pages one CPU's reserve holds (256 KiB), whatever `kstack.max` is.
+pub const RESERVE_MAX: usize = 64;
+
+/// Free frames below which a filling CPU gives back what the incoming thread does not need.
+pub const LOW_WATER_PAGES: u64 = 1024;
 
 /// One CPU's reserve: a fixed buffer of frame addresses allocated at boot, and how many of
 /// its entries hold pages.
@@ -53,8 +66,10 @@ pub(super) static RESERVES: [Reserve; MAX_CPUS] = [const {
     }
 }; MAX_CPUS];
 
-/// Gives each CPU room for `capacity` pages (so filling never allocates).
+/// Gives each CPU room for `capacity` pages, at most [`RESERVE_MAX`] (so filling never
+/// allocates).
 pub fn init(cpus: usize, capacity: usize) {
+    let capacity = capacity.min(RESERVE_MAX);
     for r in RESERVES.iter().take(cpus) {
         let buf: &'static mut [u64] = Vec::leak(alloc::vec![0u64; capacity]);
         r.pages.store(buf.as_mut_ptr(), Ordering::Relaxed);
@@ -72,14 +87,18 @@ fn parts(cpu: usize) -> (*mut u64, usize, usize) {
     )
 }
 
-/// Fills CPU `cpu`'s reserve up to `need` pages. False if memory ran out first.
+/// Fills CPU `cpu`'s reserve up to `need` pages (at most its capacity). False if memory ran
+/// out first. While memory is low, pages above `need` go back to the frame allocator.
 pub fn fill(cpu: usize, need: usize) -> bool {
-    // The common case on every switch-in: nothing to do.
-    if RESERVES[cpu].len.load(Ordering::Relaxed) >= need {
-        return true;
-    }
     let (pages, mut len, cap) = parts(cpu);
     let need = need.min(cap);
+    // The common case on every switch-in: nothing to do.
+    if len >= need {
+        if len > need && crate::mm::frame::free_pages() < LOW_WATER_PAGES {
+            drain_to(cpu, need);
+        }
+        return true;
+    }
     let mut ok = true;
     while len < need {
         match crate::mm::frame::alloc_zeroed() {
@@ -98,20 +117,39 @@ pub fn fill(cpu: usize, need: usize) -> bool {
     ok
 }
 
-/// Takes `n` zeroed pages from CPU `cpu`'s reserve, handing each to `map`; false (and
-/// nothing taken) if the reserve holds fewer.
-pub fn take(cpu: usize, n: usize, mut map: impl FnMut(u64)) -> bool {
+/// Takes up to `n` zeroed pages from CPU `cpu`'s reserve, handing each to `map`; returns
+/// how many it took (fewer than `n` when the reserve runs dry).
+pub fn take(cpu: usize, n: usize, mut map: impl FnMut(u64)) -> usize {
     let (pages, mut len, _) = parts(cpu);
-    if len < n {
-        return false;
-    }
-    for _ in 0..n {
+    let taken = n.min(len);
+    for _ in 0..taken {
         len -= 1;
         // SAFETY: `len` < the old length: an entry that holds a page (module doc).
         map(unsafe { pages.add(len).read() });
     }
     RESERVES[cpu].len.store(len, Ordering::Relaxed);
-    true
+    taken
+}
+
+/// Takes exactly `n` zeroed pages from CPU `cpu`'s reserve, handing each to `map`; false
+/// (and nothing taken) if the reserve holds fewer.
+pub fn take_all(cpu: usize, n: usize, map: impl FnMut(u64)) -> bool {
+    if pages(cpu) < n {
+        return false;
+    }
+    take(cpu, n, map) == n
+}
+
+/// Gives CPU `cpu`'s pages above `keep` back to the frame allocator (memory is low, or a test
+/// hook). On that CPU, IRQs masked; returns the pages given back.
+pub fn drain_to(cpu: usize, keep: usize) -> usize {
+    let held = pages(cpu);
+    let mut freed = 0;
+    take(cpu, held.saturating_sub(keep), |pa| {
+        crate::mm::frame::free(pa, 1);
+        freed += 1;
+    });
+    freed
 }
 
 /// Puts the zeroed frame `pa` back into CPU `cpu`'s reserve (the caller is CPU `cpu` with
@@ -144,12 +182,7 @@ pub fn total_pages() -> u64 {
 /// allocator, so that the next growth finds the reserve short. Call it on CPU `cpu` with
 /// IRQs masked (the reserve's rule); returns the pages taken.
 pub fn drain(cpu: usize) -> usize {
-    let mut freed = 0;
-    take(cpu, pages(cpu), |pa| {
-        crate::mm::frame::free(pa, 1);
-        freed += 1;
-    });
-    freed
+    drain_to(cpu, 0)
 }
 
 /// Test hook behind `fast::inject_fault_in_fast_path`: points CPU `cpu`'s buffer at an

@@ -121,7 +121,8 @@ fn grow_current(addr: u64) -> u32 {
     let pages = ((bottom - first) / PAGE) as u32;
     // The reserve holds enough for the whole reservation (filled before the switch-in), so
     // this cannot come up short; if it ever did, nothing is mapped and a later fault decides.
-    if !super::map_below(stack, cpu, pages) {
+    let pages = super::map_below(stack, cpu, pages);
+    if pages == 0 {
         return 0;
     }
     let counters = &GROWTH[cpu];

@@ -19,6 +19,8 @@
 //! - `init="exhaust"`: a system call recurses on the exception stack until it overflows.
 //!   This must end in a `PANIC` report naming the exception stack overflow and a non-zero
 //!   exit, not a hang. It ends the kernel, so it is a boot of its own.
+//! - `init="panic"`: the main thread panics (a panic in thread context): every CPU stops
+//!   and the report ends with a `stopped:` line.
 //! - `init="overflow-locked"`: a thread overflows its stack while holding a lock. It cannot
 //!   be ended safely, so the kernel must stop with an `OVERFLOW` line and then a `PANIC`
 //!   saying so (exit non-zero), rather than end it and deadlock on the lock later.
@@ -59,6 +61,9 @@ fn main() {
     let init = &dynstack::kernel::boot_info().args.init;
     if init.split(';').any(|c| c.trim() == "exhaust") {
         exhaust_exception_stack();
+    }
+    if init.split(';').any(|c| c.trim() == "panic") {
+        panic!("faults: a panic in thread context, as asked");
     }
     if init.split(';').any(|c| c.trim() == "overflow-locked") {
         overflow_holding_lock();

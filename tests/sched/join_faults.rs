@@ -12,6 +12,7 @@ pub(crate) fn frames_accounted() -> u64 {
     frame::free_pages()
         + stack::stats().reserve_pages
         + heap::grown_bytes() / 4096
+        + dynstack::mm::slab::frame_pages()
         + kspace::table_pages()
 }
 

@@ -1,0 +1,159 @@
+//! Stopping the machine after a panic, on every CPU, with or without a debugger.
+//!
+//! The first CPU to panic owns the report: it asks every other CPU to stop (the reschedule
+//! SGI with [`is_stopping`] set: `irq::dispatch` and every exception entry park a CPU that
+//! sees it), prints the report once, waits a bounded time for the others to park (a CPU
+//! spinning with IRQs masked never answers), and ends with one line starting `stopped:`. Then
+//! it exits through semihosting where a debugger is there (QEMU `-semihosting`), and
+//! otherwise powers off through PSCI or the Raspberry Pi's watchdog, or halts. Whether a
+//! debugger is there cannot be detected without executing the semihosting call, which traps
+//! as an undefined instruction without one; so the command line says (`semihosting=on|off`),
+//! defaulting to on for QEMU virt and off for a Pi. Should the semihosting call trap all the
+//! same, the exception entry sees the stop in progress and powers off instead.
+//!
+//! A CPU that panics after the first one parks without printing. Calls `irq` (SGIs),
+//! `console`, `arch::psci`, `drivers::bcm2835_pm` and `kernel` (boot information).
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::percpu::cpu_index;
+
+const NOBODY: usize = usize::MAX;
+static PANIC_CPU: AtomicUsize = AtomicUsize::new(NOBODY);
+static STOPPING: AtomicBool = AtomicBool::new(false);
+static PARKED: AtomicUsize = AtomicUsize::new(0);
+/// Set once the semihosting exit was tried: a trap after that means there is no debugger.
+static TRIED_SEMIHOSTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether a panic is stopping the machine.
+pub fn is_stopping() -> bool {
+    STOPPING.load(Ordering::Acquire)
+}
+
+/// Called on exception entry while [`is_stopping`]: parks this CPU, or, on the panicking CPU
+/// itself (its semihosting exit trapped: no debugger), powers off.
+pub fn on_exception_while_stopping() -> ! {
+    if PANIC_CPU.load(Ordering::Acquire) == cpu_index() {
+        if TRIED_SEMIHOSTING.load(Ordering::Acquire) {
+            crate::kernel::console::write_fmt_emergency(format_args!(
+                "stopped: semihosting is not there (no debugger); {}\n",
+                power_off_words()
+            ));
+            power_off_or_halt();
+        }
+        // A fault while reporting: the report is as far as it goes.
+        crate::kernel::console::write_fmt_emergency(format_args!(
+            "stopped: fault while reporting the panic; {}\n",
+            power_off_words()
+        ));
+        power_off_or_halt();
+    }
+    park()
+}
+
+/// Parks this CPU for good (IRQs masked), counted for the report.
+pub fn park() -> ! {
+    crate::arch::irq::save_and_disable();
+    PARKED.fetch_add(1, Ordering::AcqRel);
+    loop {
+        aarch64_cpu::asm::wfe();
+    }
+}
+
+/// The panic handler's body.
+pub fn on_panic(info: &core::panic::PanicInfo) -> ! {
+    crate::arch::irq::save_and_disable();
+    let cpu = cpu_index();
+    if let Err(first) = PANIC_CPU.compare_exchange(NOBODY, cpu, Ordering::AcqRel, Ordering::Acquire)
+    {
+        if first == cpu {
+            // A panic while reporting a panic.
+            on_exception_while_stopping();
+        }
+        // Another CPU is reporting its panic: this one only stops.
+        park();
+    }
+    STOPPING.store(true, Ordering::Release);
+    let online = crate::sched::online_count().max(1);
+    if let Some(c) = crate::kernel::irq::controller() {
+        c.send_sgi(
+            crate::kernel::irq::SGI_RESCHEDULE,
+            crate::drivers::gic::SgiTarget::AllOthers,
+        );
+    }
+    // No allocation here: the panic may be the heap running out.
+    if crate::kernel::console::is_ready() {
+        crate::kernel::console::write_fmt_emergency(format_args!(
+            "PANIC on cpu {}: {}\n",
+            cpu, info
+        ));
+    } else {
+        semihosting::eprintln!("PANIC on cpu {}: {}", cpu, info);
+        semihosting::process::exit(101)
+    }
+    let fp: u64;
+    // SAFETY: reads the frame pointer register.
+    unsafe { core::arch::asm!("mov {}, x29", out(reg) fp) };
+    crate::kernel::exception::print_backtrace(fp);
+    // Bounded wait for the others: about 100 ms of counter time.
+    let start = crate::arch::timer::now();
+    let limit = crate::arch::timer::ns_to_ticks(100_000_000);
+    while PARKED.load(Ordering::Acquire) + 1 < online
+        && crate::arch::timer::now().wrapping_sub(start) < limit
+    {
+        core::hint::spin_loop();
+    }
+    let halted = (PARKED.load(Ordering::Acquire) + 1).min(online);
+    let how = if semihosting_present() {
+        "exiting through semihosting"
+    } else {
+        power_off_words()
+    };
+    if halted == online {
+        let noun = if halted == 1 { "CPU" } else { "CPUs" };
+        crate::kernel::console::write_fmt_emergency(format_args!(
+            "stopped: {halted} {noun} halted, {how}\n"
+        ));
+    } else {
+        crate::kernel::console::write_fmt_emergency(format_args!(
+            "stopped: {} of {} CPUs halted ({} did not answer), {}\n",
+            halted,
+            online,
+            online - halted,
+            how
+        ));
+    }
+    if semihosting_present() {
+        TRIED_SEMIHOSTING.store(true, Ordering::Release);
+        semihosting::process::exit(101)
+    }
+    power_off_or_halt()
+}
+
+/// Whether a panic may exit through semihosting: the command line's `semihosting=`, or the
+/// board's default (QEMU virt: yes; a Pi: no).
+fn semihosting_present() -> bool {
+    let default = !cfg!(any(feature = "board-rpi3", feature = "board-rpi4"));
+    crate::kernel::boot_info_if_ready()
+        .and_then(|i| i.args.semihosting)
+        .unwrap_or(default)
+}
+
+fn power_off_words() -> &'static str {
+    let info = crate::kernel::boot_info_if_ready();
+    if info.is_some_and(|i| i.machine.psci.is_some()) {
+        "powering off through PSCI"
+    } else if info.is_some_and(|i| i.machine.pm_watchdog.is_some()) {
+        "powering off through the watchdog"
+    } else {
+        "halting"
+    }
+}
+
+/// PSCI SYSTEM_OFF, or the Pi's watchdog, or a halt loop: never semihosting.
+fn power_off_or_halt() -> ! {
+    crate::kernel::power_off_no_semihosting();
+    crate::arch::irq::save_and_disable();
+    loop {
+        aarch64_cpu::asm::wfe();
+    }
+}
