@@ -383,7 +383,7 @@ def fuzz_shells(table: dict | None) -> list[ShellSpec]:
         ShellSpec(
             name=f"fuzz-{seed}-{i} [-m {mem} -smp {smp}]",
             qemu=f"-m {mem} -smp {smp}",
-            bootargs=f'init="{init}"',
+            bootargs=f'{fuzz.BOOTARGS} init="{init}"',
             stdin=None,
             expect=[],
             reject=[re.compile("^PANIC")],

@@ -120,13 +120,16 @@ pub fn start() -> Result<(), super::SpawnError> {
     if park_after_ticks().is_none() {
         return Ok(());
     }
-    let tid = super::spawn_raw(
+    // A system stack of its own size, not kstack.max (see `stack::SYSTEM_STACK_BYTES`).
+    let tid = super::spawn_thread(
         "parker",
         super::ThreadKind::System,
         crate::cmdline::StackPolicy::Fixed,
         parker_loop,
         0,
         None,
+        None,
+        true,
     )?;
     let p = super::table::with_tid(tid, |t| t).expect("parker just inserted");
     PARKER.store(p, Ordering::Release);

@@ -153,7 +153,13 @@ impl Backend for KernelBackend {
             ) {
                 Ok(_) => created += 1,
                 Err(e) => {
-                    reason = Some(format!("{} after {} threads", e, created));
+                    // Memory may be out: the reason is written only if its bytes can be had
+                    // (`spawn` then prints a fixed text instead).
+                    let mut text = String::new();
+                    if text.try_reserve(64).is_ok() {
+                        let _ = write!(text, "{} after {} threads", e, created);
+                        reason = Some(text);
+                    }
                     break;
                 }
             }

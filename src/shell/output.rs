@@ -201,7 +201,8 @@ pub(super) fn spawn(
         plural(r.requested as u64, "thread", "threads")
     );
     if r.failed > 0 {
-        let reason = r.reason.as_deref().unwrap_or("no reason given");
+        // No reason: the backend had no memory left to write one.
+        let reason = r.reason.as_deref().unwrap_or("out of memory");
         say!(
             out,
             "{} {} not started: {reason}",
@@ -293,11 +294,9 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
         format!("{} KiB", s.reserve_kib),
     ]);
     table.print(out);
-    // Reserve pages are stack memory too, only not mapped yet: they count against savings.
-    let held = s
-        .mapped_kib
-        .saturating_add(s.parked_kib())
-        .saturating_add(s.reserve_kib);
+    // The console contract's savings: mapped stacks and parked copies. The reserves' pages
+    // (stack memory not mapped yet) are shown beside it, in the table and `reserve_kib=`.
+    let held = s.mapped_kib.saturating_add(s.parked_kib());
     let savings = savings_pct(held, s.fixed_equiv_kib);
     if n > 0 {
         let linux = savings_pct(held, n.saturating_mul(LINUX_STACK_KIB));
