@@ -120,7 +120,7 @@ pub fn zero(pa: u64) {
     unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE) };
 }
 
-/// Returns `count` frames starting at `pa`, as allocated by [`alloc`] with that count.
+/// Returns `count` frames starting at `pa`, as allocated by [`alloc()`] with that count.
 pub fn free(pa: u64, count: usize) {
     let mut f = FRAMES.lock();
     if let Some(b) = f.buddy.as_mut() {

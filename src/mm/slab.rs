@@ -11,7 +11,7 @@
 //!
 //! The logic ([`Slab`]) is generic over a [`SlabPages`] source so that it is unit-tested on
 //! the host with fake memory, like the translation-table manager. On the target,
-//! [`SlabCache`] wraps a `Slab` over the frame allocator in its own [`IrqMutex`]: it may be
+//! [`SlabCache`] wraps a `Slab` over the frame allocator in its own `IrqMutex`: it may be
 //! used from thread context and from the scheduler (IRQs are masked while the lock is held),
 //! but never from the stack-growth fault path, which takes no lock.
 //!

@@ -477,7 +477,7 @@ const BATCH_FULL_FLUSH_PAGES: usize = 64;
 const BATCH_FRAMES: usize = 8192;
 
 impl ReleaseBatch {
-    /// An empty batch with room for `stacks` stacks and [`BATCH_FRAMES`] frames.
+    /// An empty batch with room for `stacks` stacks and `BATCH_FRAMES` (8192) frames.
     pub fn with_room_for(stacks: usize) -> Self {
         Self {
             frames: alloc::vec::Vec::with_capacity(BATCH_FRAMES),
