@@ -94,9 +94,10 @@ pub fn on_panic(info: &core::panic::PanicInfo) -> ! {
     // SAFETY: reads the frame pointer register.
     unsafe { core::arch::asm!("mov {}, x29", out(reg) fp) };
     crate::kernel::exception::print_backtrace(fp);
-    // Bounded wait for the others: about 100 ms of counter time.
+    // Bounded wait for the others: up to a second of counter time (a CPU spinning with IRQs
+    // masked never answers; one QEMU has not scheduled for a while answers late).
     let start = crate::arch::timer::now();
-    let limit = crate::arch::timer::ns_to_ticks(100_000_000);
+    let limit = crate::arch::timer::ns_to_ticks(1_000_000_000);
     while PARKED.load(Ordering::Acquire) + 1 < online
         && crate::arch::timer::now().wrapping_sub(start) < limit
     {
