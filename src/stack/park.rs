@@ -37,8 +37,8 @@
 //! switch-in restores it; woken while being parked, it waits in the run queue until the claim
 //! is free again (the parker kicks its CPU then).
 //!
-//! Owns the parked blocks and the parking counters. Calls `arena`, `reserve`, `mm::frame`,
-//! the kernel heap (blocks of the class sizes) and `arch::tlb`.
+//! Owns the parked blocks (a slab cache per class) and the parking counters. Calls `arena`,
+//! `reserve`, `mm::frame`, `mm::slab` and `arch::tlb`.
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +46,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use super::{arena, reserve, Stack, CLAIM_FREE, CLAIM_PARKING, PAGE};
 use crate::cmdline::StackPolicy;
 use crate::mm::layout::align_down;
+use crate::mm::slab::SlabCache;
 
 /// Sizes of the blocks parked bytes are kept in. An `idle` thread needs the smallest; a thread
 /// asleep a few frames deep one of the middle ones.
@@ -101,23 +102,26 @@ pub fn class_for(len: usize) -> Option<usize> {
     CLASSES.iter().position(|&c| c >= len)
 }
 
-// The blocks come from the kernel heap for now, in class-sized layouts (the heap is a buddy
-// allocator, so a power-of-two class wastes nothing); they move to the slab caches of
-// `mm::slab` when those exist. The heap masks IRQs while it holds its lock, so a block may
-// be freed in exception context (restore).
+/// One slab cache per class. Their locks mask IRQs, so a block may be freed by the scheduler
+/// in exception context (restore); they are never used on the growth fault path. Empty slabs
+/// go back to the frame allocator, so a million parked threads killed leave nothing behind.
+static BLOCKS: [SlabCache; CLASSES.len()] = [
+    SlabCache::new(CLASSES[0], 16),
+    SlabCache::new(CLASSES[1], 16),
+    SlabCache::new(CLASSES[2], 16),
+    SlabCache::new(CLASSES[3], 16),
+    SlabCache::new(CLASSES[4], 16),
+];
+
 fn alloc_block(class: usize) -> Option<NonNull<u8>> {
-    let layout = core::alloc::Layout::from_size_align(CLASSES[class], 16).ok()?;
-    // SAFETY: a non-zero size; a null result is handled by the caller.
-    NonNull::new(unsafe { alloc::alloc::alloc(layout) })
+    BLOCKS[class].alloc()
 }
 
 /// # Safety
 /// `ptr` came from [`alloc_block`] with the same class and is not used afterwards.
 unsafe fn free_block(ptr: NonNull<u8>, class: usize) {
-    let layout =
-        core::alloc::Layout::from_size_align(CLASSES[class], 16).expect("class layouts are valid");
     // SAFETY: the caller's contract.
-    unsafe { alloc::alloc::dealloc(ptr.as_ptr(), layout) };
+    unsafe { BLOCKS[class].free(ptr) };
 }
 
 /// Parks `stack`, whose claim the caller holds as parking and whose thread stopped with SP
