@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::{ReadWriteable, Writeable, TCR_EL1, VBAR_EL1};
 
-use crate::arch::psci;
+use crate::arch::{psci, timer};
 use crate::cmdline::KernelArgs;
 use crate::dtb::PsciConduit;
 use crate::dtb::{self, MachineInfo};
@@ -653,6 +653,10 @@ pub fn poweroff() -> ! {
     semihosting::process::exit(0)
 }
 
+/// How long a power-off through the Pi's watchdog may take before the caller tries
+/// something else.
+const POWER_OFF_WAIT_NS: u64 = 2_000_000_000;
+
 /// Powers off through PSCI or the Pi's power-management watchdog; returns if neither is
 /// there (or neither worked).
 pub fn power_off_no_semihosting() {
@@ -664,6 +668,13 @@ pub fn power_off_no_semihosting() {
         if let Ok(va) = kspace::map_device(wdt.base, wdt.size.max(0x28)) {
             // SAFETY: the block's registers, just mapped as device memory.
             unsafe { crate::drivers::bcm2835_pm::Bcm2835Pm::new(va as usize) }.power_off();
+            // The watchdog fires within microseconds on a board; in QEMU its timer runs on
+            // the host's clock, so a host that is busy elsewhere can take far longer than
+            // the driver's own short spin. Wait on the generic timer before giving up.
+            let deadline = timer::now() + timer::ns_to_ticks(POWER_OFF_WAIT_NS);
+            while timer::now() < deadline {
+                core::hint::spin_loop();
+            }
         }
     }
 }
