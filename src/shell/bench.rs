@@ -323,23 +323,49 @@ fn wait_settled() {
     }
 }
 
+/// Spawns `idle` threads with `policy` while `more()` says so and spawning succeeds, calling
+/// `after(n)` with the count after each one; waits until they have all settled and returns
+/// how many were created. The density benchmarks differ only in when they stop and in what
+/// they do between spawns.
+fn fill_idle(
+    policy: StackPolicy,
+    mut more: impl FnMut() -> bool,
+    mut after: impl FnMut(u64),
+) -> u64 {
+    let mut n = 0u64;
+    while more() {
+        let (entry, arg) = crate::shell::workload::entry_for(&Profile::Idle, n as usize);
+        if sched::spawn_raw(
+            "bench-density",
+            ThreadKind::Workload,
+            policy,
+            entry,
+            arg,
+            None,
+        )
+        .is_err()
+        {
+            break;
+        }
+        n += 1;
+        after(n);
+    }
+    wait_settled();
+    n
+}
+
+/// A `more` for [`fill_idle`]: true until `kib` of free memory, counted from now, are used.
+fn within_budget(kib: u64) -> impl FnMut() -> bool {
+    let free0 = frame::free_pages();
+    let budget_pages = kib / 4;
+    move || free0.saturating_sub(frame::free_pages()) < budget_pages
+}
+
 /// `density`: how many idle threads fit in the same memory under each policy.
 fn density(plan: &Plan, out: &mut dyn Write) {
     let mut fit = [0u64; 2];
     for p in policies() {
-        let free0 = frame::free_pages();
-        let budget_pages = plan.density_kib / 4;
-        let mut n = 0u64;
-        while free0.saturating_sub(frame::free_pages()) < budget_pages {
-            let (entry, arg) = crate::shell::workload::entry_for(&Profile::Idle, n as usize);
-            if sched::spawn_raw("bench-density", ThreadKind::Workload, p, entry, arg, None).is_err()
-            {
-                break;
-            }
-            n += 1;
-        }
-        wait_settled();
-        fit[index(p)] = n;
+        fit[index(p)] = fill_idle(p, within_budget(plan.density_kib), |_| {});
         sched::kill_all(&mut |_, _| {});
     }
     // Dynamic stacks again, parked as they go to sleep: every 64 threads, the sleepers
@@ -347,23 +373,12 @@ fn density(plan: &Plan, out: &mut dyn Write) {
     // the count does not depend on `kstack.park_after`.
     let mut parked_fit = 0u64;
     if stack::park::enabled() {
-        let free0 = frame::free_pages();
-        let budget_pages = plan.density_kib / 4;
-        while free0.saturating_sub(frame::free_pages()) < budget_pages {
-            let (entry, arg) =
-                crate::shell::workload::entry_for(&Profile::Idle, parked_fit as usize);
-            let p = StackPolicy::Dynamic;
-            if sched::spawn_raw("bench-density", ThreadKind::Workload, p, entry, arg, None).is_err()
-            {
-                break;
-            }
-            parked_fit += 1;
-            if parked_fit.is_multiple_of(64) {
+        parked_fit = fill_idle(StackPolicy::Dynamic, within_budget(plan.density_kib), |n| {
+            if n.is_multiple_of(64) {
                 wait_settled();
                 sched::parker::park_listed_now();
             }
-        }
-        wait_settled();
+        });
         sched::kill_all(&mut |_, _| {});
     }
     let _ = writeln!(
@@ -524,17 +539,7 @@ fn density_after_fixed(plan: &Plan, out: &mut dyn Write) {
     let ballast = Ballast::leave_free(plan.exhaust_kib);
     let mut fit = [0u64; 2];
     for p in policies() {
-        let mut n = 0u64;
-        loop {
-            let (entry, arg) = crate::shell::workload::entry_for(&Profile::Idle, n as usize);
-            if sched::spawn_raw("bench-density", ThreadKind::Workload, p, entry, arg, None).is_err()
-            {
-                break;
-            }
-            n += 1;
-        }
-        wait_settled();
-        fit[index(p)] = n;
+        fit[index(p)] = fill_idle(p, || true, |_| {});
         sched::kill_all(&mut |_, _| {});
     }
     ballast.release();
