@@ -223,7 +223,7 @@ def main() -> int:
              smp=4, mem=MILLION_MEM, icount=False,
              bootargs=f'init="mem; spawn {MILLION_THREADS} idle; settle; stacks; mem; trim; '
                       'stacks; mem; kill all; stacks; mem; poweroff"',
-             timeout=300),
+             timeout=900),
     ]
     started = time.monotonic()
     for boot in boots:
