@@ -150,7 +150,7 @@ fn park_claimed(
     let block = class_for(len).and_then(|class| Some((class, alloc_block(class)?)));
     let Some((class, block)) = block else {
         TRIMMED_INSTEAD.fetch_add(1, Ordering::Relaxed);
-        return (false, super::trim_claimed(stack, saved_sp));
+        return (false, super::trim::trim_claimed(stack, saved_sp));
     };
     // SAFETY: [from, top) is mapped (from ≥ bottom) and the thread cannot run while we hold
     // its claim; the block has room for `len` ≤ its class bytes.
