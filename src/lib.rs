@@ -74,6 +74,17 @@ pub mod kernel;
 pub mod percpu;
 #[cfg(target_os = "none")]
 pub mod sched;
+/// The scheduler's plain logic, built for the host too so that its unit tests run there:
+/// the same files that `sched/mod.rs` declares on the target.
+#[cfg(not(target_os = "none"))]
+pub mod sched {
+    pub mod balance;
+    pub mod parklist;
+    pub mod runq;
+    pub mod sleep;
+    #[cfg(test)]
+    mod tests;
+}
 #[cfg(target_os = "none")]
 pub mod stack;
 #[cfg(target_os = "none")]

@@ -8,7 +8,7 @@ use super::*;
 /// it is switched in. `t` must be alive (callers hold the thread table lock).
 pub(super) fn end_killed(t: *mut Thread) {
     // SAFETY: callers hold the thread table lock, which keeps `t` alive.
-    let th = unsafe { &mut *t };
+    let th = unsafe { &*t };
     loop {
         let cpu = th.cpu.load(Ordering::Acquire) as usize;
         let mut q = QUEUES[cpu].lock();
@@ -17,12 +17,17 @@ pub(super) fn end_killed(t: *mut Thread) {
         }
         match th.state() {
             ThreadState::Sleeping | ThreadState::Blocked => {
-                if th.state() == ThreadState::Sleeping {
-                    q.sleepers.remove(t);
+                // SAFETY: asleep on this CPU (checked under its lock): alive, in its sleep
+                // queue if sleeping, and in its park list or in none.
+                unsafe {
+                    if th.state() == ThreadState::Sleeping {
+                        q.sleepers.remove(t);
+                    }
+                    q.parkable.remove(t);
                 }
-                q.parkable.remove(t);
-                if th.unsettled {
-                    th.unsettled = false;
+                // Changed under its CPU's queue lock, which is held.
+                if th.unsettled.load(Ordering::Relaxed) {
+                    th.unsettled.store(false, Ordering::Relaxed);
                     UNSETTLED.fetch_sub(1, Ordering::Relaxed);
                 }
                 th.set_state(ThreadState::Dead);
@@ -31,7 +36,7 @@ pub(super) fn end_killed(t: *mut Thread) {
             }
             ThreadState::Dead => {}
             ThreadState::Running => {
-                th.park_token = true;
+                th.park_token.store(true, Ordering::Relaxed);
                 drop(q);
                 // It may have its CPU to itself and never yield: make that CPU reschedule.
                 if cpu != cpu_index() {
@@ -40,7 +45,7 @@ pub(super) fn end_killed(t: *mut Thread) {
                     }
                 }
             }
-            ThreadState::Ready => th.park_token = true,
+            ThreadState::Ready => th.park_token.store(true, Ordering::Relaxed),
         }
         return;
     }
@@ -50,8 +55,8 @@ pub(super) fn end_killed(t: *mut Thread) {
 pub(super) fn hand_to_reaper(t: *mut Thread) {
     {
         let mut z = ZOMBIES.lock();
-        // SAFETY: dead, in no queue; the zombie list owns it now.
-        unsafe { (*t).next = z.head };
+        // SAFETY: dead, in no queue, not yet reaped; its link is the zombie list's now.
+        unsafe { (*t).next.store(z.head, Ordering::Relaxed) };
         z.head = t;
     }
     let reaper = REAPER.load(Ordering::Acquire);

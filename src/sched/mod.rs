@@ -14,15 +14,49 @@
 //! `irq` (reschedule SGIs).
 //!
 //! The files: this one (the shared state and the API a thread calls), [`thread`] (the
-//! control block), `queue` (run queues and stealing), `spawn`, `kill`, `cpu` (idle threads
-//! and bring-up), `switch` (the context switch and all exception-context entry points),
-//! `sleep` (the sleep queue) and `reaper`.
+//! control block), `queue` (the per-CPU queues under their locks, and stealing), `spawn`,
+//! `kill`, `cpu` (idle threads and bring-up), `switch` (the context switch and all
+//! exception-context entry points), `reaper` and [`parker`]. The plain logic, generic over
+//! the node and host-tested (`cargo hosttest`, `sched/tests.rs`): [`runq`] (the FIFO, and
+//! which thread may be stolen), [`sleep`] (the sleep queue's wake order), [`parklist`]
+//! (oldest sleeper first) and [`balance`] (where a new thread goes, whom an idle CPU robs,
+//! whom a busy one pulls from).
+//!
+//! # Who may touch which field of a [`Thread`]
+//!
+//! A control block is shared by every CPU from the moment `spawn` puts it in the thread
+//! table until the reaper frees it, so nothing makes a `&mut Thread` in between: each field
+//! is immutable after spawn, an atomic (`Relaxed` unless said otherwise; the lock named
+//! below orders it), or an `UnsafeCell` ([`thread::Owned`]) reached through `unsafe`
+//! accessors whose contract names its owner. "Its queue lock" is the lock of `QUEUES[cpu]`
+//! for the CPU in the thread's `cpu` field, taken by loading `cpu`, locking, and loading it
+//! again (`unpark`, `end_killed`).
+//!
+//! | field | kind | written by | read by |
+//! |---|---|---|---|
+//! | `tid`, `name`, `kind`, `essential` | plain | spawn, before the block is published | anyone who keeps it alive (the table lock, a claim, being current) |
+//! | `context` | `Owned` | the holder of the stack's claim: the CPU switching the thread out (`save_current`) or in (`switch_to_next`, which also rewrites it for a killed thread) | that CPU; trim and parking read the saved SP under their claim |
+//! | `state` | atomic, Release/Acquire | its queue lock's holder; the CPU switching it in (`Running`, with its claim) or out | anyone (reports); decisions are made under its queue lock |
+//! | `cpu` | atomic, Release/Acquire | under the lock of the queue it moves into (spawn, `pin_to`) or out of (`steal`), and by `switch_to_next` | anyone, then checked again under that queue's lock |
+//! | `kill_requested` | atomic | `request_kill` (a swap: once) | anyone |
+//! | `park_token` | atomic | its queue lock | its queue lock |
+//! | `next` | atomic pointer | the lock of the list it is in: its run queue's ([`runq`]), or `ZOMBIES`' once dead; the reaper once it has taken the list | the same |
+//! | `wake_at`, `sleep_index` | atomics | its own CPU as it goes to sleep, then the sleep queue ([`sleep`]), under its queue lock | its queue lock |
+//! | `pinned` | atomic | its own CPU while it runs and is in no queue (`pin_to`); spawn | its queue lock (`take_unpinned`) |
+//! | `unsettled` | atomic | its queue lock (`mark_settled`, `terminate_current`, `end_killed`) | the same |
+//! | `parkable` | atomic | the thread itself, under its queue lock (`set_parkable`); spawn | its queue lock; trim, for a thread asleep |
+//! | `park`, `slept_at` | atomics | its queue lock ([`parklist`], `parker::note_asleep`) | its queue lock |
+//! | `stack` | its own atomics and claim (see [`crate::stack::Stack`]) | the claim's holder (the running CPU, trim, parking; the fast path through `offset_of!`) | anyone, for reports |
+//! | `join` | `Owned` | spawn; the reaper, which has the dead block to itself after `claim_for_release` | the same |
+pub mod balance;
 mod cpu;
 mod kill;
 pub mod parker;
+pub mod parklist;
 mod queue;
 mod reaper;
-mod sleep;
+pub mod runq;
+pub mod sleep;
 mod spawn;
 mod switch;
 mod table;
@@ -236,11 +270,12 @@ pub fn mark_settled() {
     let daif = crate::arch::irq::save_and_disable();
     {
         let _q = QUEUES[cpu_index()].lock();
-        // SAFETY: the current thread's control block; `unsettled` is only changed by itself
-        // or by the exit path, both on its CPU with the queue lock held.
-        let t = unsafe { &mut *current_ptr() };
-        if t.unsettled {
-            t.unsettled = false;
+        // SAFETY: the current thread's control block, alive while it runs.
+        let t = unsafe { &*current_ptr() };
+        // `unsettled` is only changed by itself or by the exit path, both on its CPU with
+        // the queue lock held.
+        if t.unsettled.load(Ordering::Relaxed) {
+            t.unsettled.store(false, Ordering::Relaxed);
             UNSETTLED.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -252,9 +287,10 @@ pub fn mark_settled() {
 /// Workload threads are parkable from the start.
 pub fn set_parkable(parkable: bool) {
     let _q = QUEUES[cpu_index()].lock();
-    // SAFETY: the current thread's control block; `parkable` is read under its CPU's queue
-    // lock when it goes to sleep (and by trim, which only parks it asleep).
-    unsafe { (*current_ptr()).parkable = parkable };
+    // SAFETY: the current thread's control block, alive while it runs. `parkable` is read
+    // under its CPU's queue lock when it goes to sleep (and by trim, which only parks it
+    // asleep).
+    unsafe { (*current_ptr()).parkable.store(parkable, Ordering::Relaxed) };
 }
 
 /// The thread whose stack has arena slot `slot`: (tid, name, whether its stack is parked).

@@ -12,68 +12,15 @@
 //! A million threads that go to sleep at once are parked `kstack.park_after` later, a batch at
 //! a time, so a mass spawn holds at most that long's worth of unparked new threads.
 //!
-//! Owns the lists and the parker thread. Calls the run queues (`super`) and `stack::park`.
+//! Owns the parker thread; the lists are [`super::parklist`], one in each CPU's queue.
+//! Calls the run queues (`super`) and `stack::park`.
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
+use super::parklist::ParkList;
 use super::{Thread, ThreadState, QUEUES};
 use crate::arch::timer;
 use crate::percpu::MAX_CPUS;
 use crate::stack::park::{ParkBatch, BATCH};
-
-/// One CPU's parkable sleepers, oldest first, linked through the control blocks.
-pub(super) struct ParkList {
-    head: *mut Thread,
-    tail: *mut Thread,
-}
-
-impl ParkList {
-    pub(super) const fn new() -> Self {
-        Self {
-            head: core::ptr::null_mut(),
-            tail: core::ptr::null_mut(),
-        }
-    }
-
-    fn push_back(&mut self, t: *mut Thread) {
-        // SAFETY: a live control block not in any park list; the caller holds the queue lock.
-        let th = unsafe { &mut *t };
-        th.park_prev = self.tail;
-        th.park_next = core::ptr::null_mut();
-        th.park_listed = true;
-        if self.tail.is_null() {
-            self.head = t;
-        } else {
-            // SAFETY: the tail is a live control block in this list.
-            unsafe { (*self.tail).park_next = t };
-        }
-        self.tail = t;
-    }
-
-    /// Takes `t` out of the list if it is in it.
-    pub(super) fn remove(&mut self, t: *mut Thread) {
-        // SAFETY: a live control block; the caller holds the lock of the queue whose list
-        // has it (its CPU's).
-        let th = unsafe { &mut *t };
-        if !th.park_listed {
-            return;
-        }
-        if th.park_prev.is_null() {
-            self.head = th.park_next;
-        } else {
-            // SAFETY: neighbours in this list are live control blocks.
-            unsafe { (*th.park_prev).park_next = th.park_next };
-        }
-        if th.park_next.is_null() {
-            self.tail = th.park_prev;
-        } else {
-            // SAFETY: as above.
-            unsafe { (*th.park_next).park_prev = th.park_prev };
-        }
-        th.park_prev = core::ptr::null_mut();
-        th.park_next = core::ptr::null_mut();
-        th.park_listed = false;
-    }
-}
 
 static PARKER: AtomicPtr<Thread> = AtomicPtr::new(core::ptr::null_mut());
 /// The parker is blocked with every list empty: the next sleeper must wake it.
@@ -90,15 +37,17 @@ fn park_after_ticks() -> Option<u64> {
 
 /// Puts `t`, which has just gone to sleep on this CPU, on its park list if it may be parked.
 /// Called with the CPU's queue lock held (exception context).
-pub(super) fn note_asleep(list: &mut ParkList, t: *mut Thread) {
-    // SAFETY: the thread just saved; its CPU's queue lock is held.
-    let th = unsafe { &mut *t };
+pub(super) fn note_asleep(list: &mut ParkList<Thread>, t: *mut Thread) {
+    // SAFETY: the thread just saved: alive; its CPU's queue lock is held.
+    let th = unsafe { &*t };
     if !th.is_parkable() || PARKER.load(Ordering::Relaxed).is_null() {
         return;
     }
-    th.slept_at = timer::now();
-    let was_empty = list.head.is_null();
-    list.push_back(t);
+    th.slept_at.store(timer::now(), Ordering::Relaxed);
+    let was_empty = list.is_empty();
+    // SAFETY: it has just gone to sleep, so it is in no park list (it left it when it last
+    // woke); it leaves this one before it is handed to the reaper.
+    unsafe { list.push_back(t) };
     if was_empty && PARKER_WAITING.load(Ordering::Acquire) {
         WAKE_PARKER.store(true, Ordering::Release);
     }
@@ -149,23 +98,24 @@ fn sweep(batch: &mut ParkBatch, due_before: u64) -> (u64, Option<u64>) {
             {
                 let mut q = queue.lock();
                 while batch.has_room() {
-                    let t = q.parkable.head;
-                    if t.is_null() {
+                    let Some(t) = q.parkable.head() else {
                         break;
-                    }
+                    };
                     // SAFETY: listed control blocks are alive (a thread leaves its list
                     // before it is handed to the reaper), under this lock.
                     let th = unsafe { &*t };
-                    if th.slept_at > due_before {
-                        next = Some(next.map_or(th.slept_at, |n| n.min(th.slept_at)));
+                    let slept_at = th.slept_at.load(Ordering::Relaxed);
+                    if slept_at > due_before {
+                        next = Some(next.map_or(slept_at, |n| n.min(slept_at)));
                         break;
                     }
-                    q.parkable.remove(t);
+                    // SAFETY: in this list, alive (as above).
+                    unsafe { q.parkable.remove(t) };
                     let asleep = matches!(th.state(), ThreadState::Sleeping | ThreadState::Blocked);
                     if asleep {
                         // SAFETY: asleep (this lock keeps it so while we claim), parkable (it
                         // was listed); the claim keeps it alive until the batch is finished.
-                        unsafe { batch.claim(&th.stack, &th.context.sp_el0) };
+                        unsafe { batch.claim(&th.stack, th.saved_sp_ptr()) };
                     }
                 }
             }
@@ -212,7 +162,7 @@ fn parker_loop(_: usize) {
 }
 
 fn any_listed() -> bool {
-    (0..MAX_CPUS).any(|cpu| super::is_online(cpu) && !QUEUES[cpu].lock().parkable.head.is_null())
+    (0..MAX_CPUS).any(|cpu| super::is_online(cpu) && !QUEUES[cpu].lock().parkable.is_empty())
 }
 
 /// Parks the stack of `t` now if it is asleep and parkable (benchmarks, tests). Returns
@@ -234,9 +184,10 @@ pub unsafe fn park_now(t: *mut Thread) -> bool {
             if !asleep || !th.is_parkable() {
                 return false;
             }
-            q.parkable.remove(t);
+            // SAFETY: alive (the caller), asleep on this CPU: in its park list or in none.
+            unsafe { q.parkable.remove(t) };
             // SAFETY: asleep under its queue lock, parkable; alive (the caller).
-            if !unsafe { batch.claim(&th.stack, &th.context.sp_el0) } {
+            if !unsafe { batch.claim(&th.stack, th.saved_sp_ptr()) } {
                 return false;
             }
             break;

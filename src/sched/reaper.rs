@@ -78,9 +78,10 @@ pub(super) fn reap_list(
         let batch_no = REAP_STARTED.fetch_add(1, Ordering::SeqCst) + 1;
         while !t.is_null() && batch.has_room() && joins.len() < joins.capacity() {
             // SAFETY: dead control blocks handed over through the zombie list; no CPU runs
-            // or queues them any more, so this is the only reference.
-            let th = unsafe { &mut *t };
-            let next = th.next;
+            // or queues them any more. Others may still look at the stack (trim, parking)
+            // until the claim below, so the block is only shared until then.
+            let th = unsafe { &*t };
+            let next = th.next.load(Ordering::Relaxed);
             table::remove(th.stack.slot());
             if th.kind == ThreadKind::Workload {
                 WORKLOAD_THREADS.fetch_sub(1, Ordering::Relaxed);
@@ -88,12 +89,14 @@ pub(super) fn reap_list(
             if th.kill_requested.load(Ordering::Relaxed) {
                 killed += 1;
             }
-            if let Some(j) = th.join.take() {
-                joins.push(j);
-            }
             // Wait for whoever parks or trims it to finish, where the stack lives: they hold
             // pointers into this control block.
             th.stack.claim_for_release();
+            // SAFETY: dead, out of every queue and the table, its stack claimed: the block
+            // is the reaper's alone.
+            if let Some(j) = unsafe { th.take_join() } {
+                joins.push(j);
+            }
             // SAFETY: `t` was allocated with this layout in spawn_raw and is moved out and
             // freed once, here.
             let owned = unsafe { t.read() };

@@ -153,21 +153,22 @@ pub(super) fn spawn_thread(
         return Err(SpawnError::OutOfMemory);
     };
     let raw = raw.as_ptr() as *mut Thread;
-    let mut t = Thread::new(tid, name, kind, stack);
-    t.context = TrapFrame::new_thread(
+    let mut context = TrapFrame::new_thread(
         thread_start as *const () as u64,
         entry as *const () as u64,
         top,
         0,
     );
-    t.context.x[1] = arg as u64;
-    t.join = join;
-    t.pinned = pinned.is_some();
-    t.unsettled = kind == ThreadKind::Workload;
-    t.essential = system_stack;
-    let slot = t.stack.slot();
+    context.x[1] = arg as u64;
+    let start = thread::Start {
+        context,
+        join,
+        pinned: pinned.is_some(),
+        essential: system_stack,
+    };
+    let slot = stack.slot();
     // SAFETY: `raw` is a fresh object of the thread cache: size and alignment of a Thread.
-    unsafe { raw.write(t) };
+    unsafe { raw.write(Thread::new(tid, name, kind, stack, start)) };
     if !table::insert(slot, raw) {
         // SAFETY: written just above and never published: moved out and freed once.
         let t = unsafe { raw.read() };
@@ -197,18 +198,19 @@ pub(super) fn enqueue_new(t: *mut Thread, pinned: Option<usize>) {
         None => {
             // The k-th online CPU, k going round all of them in turn.
             let k = NEXT_CPU.fetch_add(1, Ordering::Relaxed) % online_cpus();
-            (0..MAX_CPUS)
-                .filter(|&c| ONLINE[c].load(Ordering::Relaxed))
-                .nth(k)
-                .unwrap_or(0)
+            let online = ONLINE.iter().map(|o| o.load(Ordering::Relaxed));
+            balance::nth_online(online, k).unwrap_or(0)
         }
     };
     {
         let mut q = QUEUES[cpu].lock();
-        // SAFETY: a new control block, owned by the scheduler from here on.
-        unsafe { (*t).cpu.store(cpu as u32, Ordering::Relaxed) };
-        q.push_back(t);
-        QUEUE_LEN[cpu].store(q.len, Ordering::Relaxed);
+        // SAFETY: a new control block, in no queue, owned by the scheduler from here on
+        // (alive until it is dead and reaped).
+        unsafe {
+            (*t).cpu.store(cpu as u32, Ordering::Relaxed);
+            q.push_back(t);
+        }
+        QUEUE_LEN[cpu].store(q.len(), Ordering::Relaxed);
     }
     kick(cpu);
 }
@@ -232,7 +234,7 @@ pub(super) fn kick(cpu: usize) {
 /// `t` must be a live thread (not yet reaped).
 pub unsafe fn unpark(t: *mut Thread) {
     // SAFETY: the caller guarantees `t` is alive.
-    let th = unsafe { &mut *t };
+    let th = unsafe { &*t };
     loop {
         let cpu = th.cpu.load(Ordering::Acquire) as usize;
         let mut q = QUEUES[cpu].lock();
@@ -241,15 +243,19 @@ pub unsafe fn unpark(t: *mut Thread) {
         }
         match th.state() {
             ThreadState::Blocked => {
-                q.parkable.remove(t);
-                th.set_state(ThreadState::Ready);
-                q.push_back(t);
-                QUEUE_LEN[cpu].store(q.len, Ordering::Relaxed);
+                // SAFETY: blocked on this CPU (checked under its lock): alive, in no run
+                // queue, and in this CPU's park list or in none.
+                unsafe {
+                    q.parkable.remove(t);
+                    th.set_state(ThreadState::Ready);
+                    q.push_back(t);
+                }
+                QUEUE_LEN[cpu].store(q.len(), Ordering::Relaxed);
                 drop(q);
                 kick(cpu);
             }
             ThreadState::Dead => {}
-            _ => th.park_token = true,
+            _ => th.park_token.store(true, Ordering::Relaxed),
         }
         return;
     }

@@ -6,14 +6,15 @@ use super::*;
 /// Saves the running thread's registers and gives up its claim on its stack.
 pub(super) fn save_current(frame: &TrapFrame, cpu: usize) -> *mut Thread {
     let t = CURRENT[cpu].load(Ordering::Relaxed);
-    // SAFETY: the current thread's control block; it is not running while we hold its frame.
-    unsafe {
-        (*t).context = *frame;
-        (*t).stack.release_claim();
-        // An idle thread is never queued; it waits, ready, for its CPU to have nothing else.
-        if (*t).kind == ThreadKind::Idle {
-            (*t).set_state(ThreadState::Ready);
-        }
+    // SAFETY: the current thread's control block, alive while it is current here.
+    let th = unsafe { &*t };
+    // SAFETY: this CPU holds the thread's stack claim (it ran here) until just below, so the
+    // registers are ours to write; it is not running while we hold its frame.
+    unsafe { *th.context_mut() = *frame };
+    th.stack.release_claim();
+    // An idle thread is never queued; it waits, ready, for its CPU to have nothing else.
+    if th.kind == ThreadKind::Idle {
+        th.set_state(ThreadState::Ready);
     }
     t
 }
@@ -30,21 +31,28 @@ pub(super) fn switch_to_next(
     mut q: IrqMutexGuard<'_, CpuQueue>,
 ) {
     let idle = IDLE[cpu].load(Ordering::Relaxed);
-    let mut attempts = q.len + 1;
+    let mut attempts = q.len() + 1;
     let next = loop {
         let candidate = match q.pop_front() {
             Some(t) => Some(t),
             None => steal(cpu),
         };
-        QUEUE_LEN[cpu].store(q.len, Ordering::Relaxed);
+        QUEUE_LEN[cpu].store(q.len(), Ordering::Relaxed);
         let Some(t) = candidate else { break idle };
-        // SAFETY: a control block taken from a run queue; the scheduler owns it now.
-        let th = unsafe { &mut *t };
+        // SAFETY: a control block taken from a run queue: alive, and this CPU's now.
+        let th = unsafe { &*t };
         if th.stack.try_claim() {
             if th.kill_requested.load(Ordering::Relaxed) && th.kind == ThreadKind::Workload {
                 // Exit from the top of its own stack, which is always mapped.
-                th.context =
-                    TrapFrame::new_thread(thread_killed as *const () as u64, 0, th.stack.top(), 0);
+                // SAFETY: the claim just taken makes the registers this CPU's.
+                unsafe {
+                    *th.context_mut() = TrapFrame::new_thread(
+                        thread_killed as *const () as u64,
+                        0,
+                        th.stack.top(),
+                        0,
+                    )
+                };
                 break t;
             }
             if stack::prepare_switch_in(cpu, &th.stack) {
@@ -53,7 +61,8 @@ pub(super) fn switch_to_next(
             th.stack.release_claim();
         }
         // Being trimmed right now, or its stack could not be guaranteed: try the others first.
-        q.push_back(t);
+        // SAFETY: taken from a run queue just above: alive, in none now.
+        unsafe { q.push_back(t) };
         attempts -= 1;
         if attempts == 0 {
             break idle;
@@ -68,12 +77,14 @@ pub(super) fn switch_to_next(
     wake_reaper_if_asked();
     parker::wake_if_asked();
     // SAFETY: `next` is a live control block chosen above (or this CPU's idle thread).
-    let th = unsafe { &mut *next };
+    let th = unsafe { &*next };
     th.set_state(ThreadState::Running);
     th.cpu.store(cpu as u32, Ordering::Relaxed);
     CURRENT[cpu].store(next, Ordering::Relaxed);
     stack::strategy::switched_in(cpu, &th.stack);
-    *frame = th.context;
+    // SAFETY: this CPU holds its stack claim (taken above; an idle thread's stack is never
+    // trimmed or parked, and only its own CPU runs it), so nobody writes the registers.
+    *frame = unsafe { *th.context() };
     SWITCHES.fetch_add(1, Ordering::Relaxed);
     arm_timer(cpu, true);
 }
@@ -99,28 +110,34 @@ pub fn on_timer_tick(frame: &mut TrapFrame) {
     let now = timer::now();
     let mut q = QUEUES[cpu].lock();
     while let Some(t) = q.sleepers.pop_due(now) {
-        q.parkable.remove(t);
-        // SAFETY: sleepers are live control blocks owned by this queue.
-        unsafe { (*t).set_state(ThreadState::Ready) };
-        q.push_back(t);
+        // SAFETY: sleepers are live control blocks of this queue, each in this CPU's park
+        // list or in none, and in no run queue.
+        unsafe {
+            q.parkable.remove(t);
+            (*t).set_state(ThreadState::Ready);
+            q.push_back(t);
+        }
     }
     // Balance: pull a waiting thread from the busiest CPU when its queue is longer than ours
     // by two or more, so threads that never sleep still share all CPUs.
-    if let Some(t) = steal_from_busy(cpu, q.len) {
-        q.push_back(t);
+    if let Some(t) = steal_from_busy(cpu, q.len()) {
+        // SAFETY: just taken from another run queue: alive, in none now.
+        unsafe { q.push_back(t) };
     }
-    QUEUE_LEN[cpu].store(q.len, Ordering::Relaxed);
+    QUEUE_LEN[cpu].store(q.len(), Ordering::Relaxed);
     let current = CURRENT[cpu].load(Ordering::Relaxed);
     let idle = is_idle_thread(current, cpu);
-    if (now >= q.slice_end && q.len > 0)
-        || (idle && (q.len > 0 || any_queued()))
+    if (now >= q.slice_end && q.len() > 0)
+        || (idle && (q.len() > 0 || any_queued()))
         || must_exit(current)
     {
         let t = save_current(frame, cpu);
         if !idle {
-            // SAFETY: the thread we just saved.
-            unsafe { (*t).set_state(ThreadState::Ready) };
-            q.push_back(t);
+            // SAFETY: the thread we just saved: alive, running until now, so in no queue.
+            unsafe {
+                (*t).set_state(ThreadState::Ready);
+                q.push_back(t);
+            }
         }
         switch_to_next(frame, cpu, q);
     } else {
@@ -144,9 +161,11 @@ pub fn on_reschedule(frame: &mut TrapFrame) {
     } else if must_exit(current) {
         let mut q = QUEUES[cpu].lock();
         let t = save_current(frame, cpu);
-        // SAFETY: the thread we just saved.
-        unsafe { (*t).set_state(ThreadState::Ready) };
-        q.push_front(t);
+        // SAFETY: the thread we just saved: alive, running until now, so in no queue.
+        unsafe {
+            (*t).set_state(ThreadState::Ready);
+            q.push_front(t);
+        }
         switch_to_next(frame, cpu, q);
     }
 }
@@ -169,9 +188,11 @@ pub fn wait_for_reserve(frame: &mut TrapFrame) {
     let cpu = cpu_index();
     let mut q = QUEUES[cpu].lock();
     let t = save_current(frame, cpu);
-    // SAFETY: the thread we just saved.
-    unsafe { (*t).set_state(ThreadState::Ready) };
-    q.push_back(t);
+    // SAFETY: the thread we just saved: alive, running until now, so in no queue.
+    unsafe {
+        (*t).set_state(ThreadState::Ready);
+        q.push_back(t);
+    }
     switch_to_next(frame, cpu, q);
 }
 
@@ -184,9 +205,11 @@ pub fn on_syscall(frame: &mut TrapFrame, num: u16) {
             let mut q = QUEUES[cpu].lock();
             let t = save_current(frame, cpu);
             if !is_idle_thread(t, cpu) {
-                // SAFETY: the thread we just saved.
-                unsafe { (*t).set_state(ThreadState::Ready) };
-                q.push_back(t);
+                // SAFETY: the thread we just saved: alive, running until now, so in no queue.
+                unsafe {
+                    (*t).set_state(ThreadState::Ready);
+                    q.push_back(t);
+                }
             }
             switch_to_next(frame, cpu, q);
         }
@@ -203,21 +226,24 @@ pub fn on_syscall(frame: &mut TrapFrame, num: u16) {
                 return;
             }
             let t = save_current(frame, cpu);
-            // SAFETY: the thread we just saved; it is not in any queue.
-            let th = unsafe { &mut *t };
-            th.wake_at = deadline;
-            th.set_state(ThreadState::Sleeping);
-            q.sleepers.push(t);
+            // SAFETY: the thread we just saved: alive, running until now, so in no queue;
+            // its deadline is set before it joins the sleepers and fixed while it is there.
+            unsafe {
+                (*t).wake_at.store(deadline, Ordering::Relaxed);
+                (*t).set_state(ThreadState::Sleeping);
+                q.sleepers.push(t);
+            }
             parker::note_asleep(&mut q.parkable, t);
             switch_to_next(frame, cpu, q);
         }
         syscall::PARK => {
             let mut q = QUEUES[cpu].lock();
             let t = CURRENT[cpu].load(Ordering::Relaxed);
-            // SAFETY: the current thread's control block, under its CPU's queue lock.
-            let th = unsafe { &mut *t };
-            if th.park_token || th.kill_requested.load(Ordering::Relaxed) {
-                th.park_token = false;
+            // SAFETY: the current thread's control block, alive while it is current here.
+            let th = unsafe { &*t };
+            // `park_token` is changed under this CPU's queue lock, which is held.
+            if th.park_token.load(Ordering::Relaxed) || th.kill_requested.load(Ordering::Relaxed) {
+                th.park_token.store(false, Ordering::Relaxed);
                 return;
             }
             save_current(frame, cpu);
@@ -238,16 +264,16 @@ pub fn on_syscall(frame: &mut TrapFrame, num: u16) {
 fn pin_to(frame: &mut TrapFrame, cpu: usize) {
     let target = frame.x[0] as usize;
     let t = CURRENT[cpu].load(Ordering::Relaxed);
-    // SAFETY: the current thread's control block; it runs here, so it is in no queue and
-    // nobody else reads `pinned` now.
-    let th = unsafe { &mut *t };
+    // SAFETY: the current thread's control block, alive while it is current here. It runs
+    // here, so it is in no queue and nobody else reads `pinned` now.
+    let th = unsafe { &*t };
     if target >= MAX_CPUS || !ONLINE[target].load(Ordering::Acquire) || th.kind == ThreadKind::Idle
     {
         frame.x[0] = 1;
         return;
     }
     frame.x[0] = 0;
-    th.pinned = true;
+    th.pinned.store(true, Ordering::Relaxed);
     if target == cpu {
         return;
     }
@@ -260,8 +286,10 @@ fn pin_to(frame: &mut TrapFrame, cpu: usize) {
     {
         let mut q = QUEUES[target].lock();
         th.cpu.store(target as u32, Ordering::Release);
-        q.push_back(t);
-        QUEUE_LEN[target].store(q.len, Ordering::Relaxed);
+        // SAFETY: saved and in no queue (see above); alive, since only its own exit or a
+        // kill retires it and neither can while it is in no queue and not running.
+        unsafe { q.push_back(t) };
+        QUEUE_LEN[target].store(q.len(), Ordering::Relaxed);
     }
     kick(target);
 }
@@ -273,11 +301,12 @@ pub fn terminate_current(frame: &mut TrapFrame) {
     let t = CURRENT[cpu].load(Ordering::Relaxed);
     {
         let _q = QUEUES[cpu].lock();
-        // SAFETY: the current thread; nothing else changes these fields while it runs.
-        let th = unsafe { &mut *t };
+        // SAFETY: the current thread's control block, alive while it is current here.
+        let th = unsafe { &*t };
         th.stack.release_claim();
-        if th.unsettled {
-            th.unsettled = false;
+        // `unsettled` is changed under this CPU's queue lock, which is held.
+        if th.unsettled.load(Ordering::Relaxed) {
+            th.unsettled.store(false, Ordering::Relaxed);
             UNSETTLED.fetch_sub(1, Ordering::Relaxed);
         }
         th.set_state(ThreadState::Dead);

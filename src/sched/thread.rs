@@ -2,8 +2,12 @@
 //!
 //! Owns the per-thread state the scheduler and the stack subsystem share. Kept small on
 //! purpose: a million threads must cost well under 1 KiB each besides their stacks.
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
+use super::parklist::{ParkLinks, ParkNode};
+use super::runq::RunNode;
+use super::sleep::SleepNode;
 use crate::arch::trap::TrapFrame;
 use crate::stack::Stack;
 
@@ -68,10 +72,28 @@ pub struct JoinState {
     pub waiter: AtomicPtr<Thread>,
 }
 
-/// A thread control block. Lives on the heap at a fixed address from spawn to reaping.
+/// A field of a control block that has one owner at a time, named in the table of the
+/// `sched` module doc: an `UnsafeCell`, so that the owner writes it through the `&Thread`
+/// every CPU may hold (a `&mut Thread` while others can see the block would break Rust's
+/// aliasing rules). For fields that are not a machine word: the saved registers and the
+/// join state. Reached only through `Thread`'s accessors, each `unsafe` with its owner in
+/// its contract.
+#[repr(transparent)]
+pub struct Owned<T>(UnsafeCell<T>);
+
+impl<T> Owned<T> {
+    const fn new(v: T) -> Self {
+        Self(UnsafeCell::new(v))
+    }
+}
+
+/// A thread control block. Lives in the thread cache at a fixed address from spawn to
+/// reaping, shared by every CPU through raw pointers and `&Thread`: every field is either
+/// immutable after spawn, an atomic, or [`Owned`]; which lock or CPU may change each one is
+/// the table in the `sched` module doc. Nobody makes a `&mut Thread` once it is published.
 pub struct Thread {
-    /// Registers while the thread is not running.
-    pub context: TrapFrame,
+    /// Registers while the thread is not running (owner: the holder of its stack's claim).
+    context: Owned<TrapFrame>,
     /// Thread id, unique for the life of the kernel.
     pub tid: u64,
     name: [u8; 15],
@@ -83,40 +105,82 @@ pub struct Thread {
     pub kind: ThreadKind,
     /// Set by `kill`: the thread exits the next time it would run.
     pub kill_requested: AtomicBool,
-    /// An unpark that came before the park it was meant for (protected by the CPU's queue lock).
-    pub(crate) park_token: bool,
-    /// Next thread in a run queue (protected by that queue's lock).
-    pub(crate) next: *mut Thread,
+    /// An unpark that came before the park it was meant for.
+    pub(crate) park_token: AtomicBool,
+    /// Next thread in a run queue, or in the zombie list once dead.
+    pub(crate) next: AtomicPtr<Thread>,
     /// Deadline while sleeping, in timer ticks.
-    pub(crate) wake_at: u64,
+    pub(crate) wake_at: AtomicU64,
     /// Where it is in its CPU's sleep queue while sleeping.
-    pub(crate) sleep_index: u32,
-    /// Whether the thread must stay on the CPU it was started on (never stolen).
-    pub(crate) pinned: bool,
+    pub(crate) sleep_index: AtomicU32,
+    /// Whether the thread must stay on the CPU it is queued on (never stolen).
+    pub(crate) pinned: AtomicBool,
     /// Whether the thread is counted as not yet at its resting point (see `settle`).
-    pub(crate) unsettled: bool,
+    pub(crate) unsettled: AtomicBool,
     /// Whether its stack may be parked while it sleeps: nothing on it is shared with another
     /// thread (see `stack::park`). Workload threads are; others may say so themselves.
-    pub(crate) parkable: bool,
-    /// Whether it is in its CPU's park list (see `sched::parker`), and its neighbours there
-    /// (protected by that CPU's queue lock).
-    pub(crate) park_listed: bool,
-    pub(crate) park_prev: *mut Thread,
-    pub(crate) park_next: *mut Thread,
+    pub(crate) parkable: AtomicBool,
+    /// Its place in its CPU's park list (see `sched::parker`).
+    pub(crate) park: ParkLinks<Thread>,
     /// When it went to sleep, in timer ticks (while in a park list).
-    pub(crate) slept_at: u64,
+    pub(crate) slept_at: AtomicU64,
     /// One of the kernel's own threads (idle, reaper, the main thread running the shell):
     /// a fault in it is a panic, never the end of just that thread.
     pub essential: bool,
-    /// The thread's stack: reservation, mapped part, counters.
+    /// The thread's stack: reservation, mapped part, counters, and the claim that says who
+    /// may change them.
     pub stack: Stack,
-    /// Completion for `join`, if somebody holds a handle.
-    pub(crate) join: Option<alloc::sync::Arc<JoinState>>,
+    /// Completion for `join`, if somebody holds a handle (owner: spawn, then the reaper).
+    join: Owned<Option<alloc::sync::Arc<JoinState>>>,
+}
+
+impl RunNode for Thread {
+    #[inline(always)]
+    fn run_link(&self) -> &AtomicPtr<Self> {
+        &self.next
+    }
+
+    #[inline(always)]
+    fn is_pinned(&self) -> bool {
+        self.pinned.load(Ordering::Relaxed)
+    }
+}
+
+impl SleepNode for Thread {
+    #[inline(always)]
+    fn sleep_key(&self) -> (u64, u64) {
+        (self.wake_at.load(Ordering::Relaxed), self.tid)
+    }
+
+    #[inline(always)]
+    fn sleep_index(&self) -> &AtomicU32 {
+        &self.sleep_index
+    }
+}
+
+impl ParkNode for Thread {
+    #[inline(always)]
+    fn park_links(&self) -> &ParkLinks<Self> {
+        &self.park
+    }
+}
+
+/// What a new thread starts with besides its name, kind and stack.
+pub(crate) struct Start {
+    /// Its first registers.
+    pub context: TrapFrame,
+    /// Its completion, if somebody will join it.
+    pub join: Option<alloc::sync::Arc<JoinState>>,
+    /// Pinned to the CPU it is queued on.
+    pub pinned: bool,
+    /// One of the kernel's own threads.
+    pub essential: bool,
 }
 
 impl Thread {
-    /// A new thread control block, not yet runnable.
-    pub fn new(tid: u64, name: &str, kind: ThreadKind, stack: Stack) -> Self {
+    /// A new thread control block, not yet runnable, starting as `start` says.
+    #[inline(always)]
+    pub(crate) fn new(tid: u64, name: &str, kind: ThreadKind, stack: Stack, start: Start) -> Self {
         let mut buf = [0u8; 15];
         let mut len = 0;
         for (dst, c) in buf.iter_mut().zip(name.chars().filter(char::is_ascii)) {
@@ -124,7 +188,7 @@ impl Thread {
             len += 1;
         }
         Self {
-            context: TrapFrame::default(),
+            context: Owned::new(start.context),
             tid,
             name: buf,
             name_len: len,
@@ -132,21 +196,68 @@ impl Thread {
             cpu: AtomicU32::new(0),
             kind,
             kill_requested: AtomicBool::new(false),
-            park_token: false,
-            next: core::ptr::null_mut(),
-            wake_at: 0,
-            sleep_index: 0,
-            pinned: false,
-            unsettled: false,
-            parkable: kind == ThreadKind::Workload,
-            park_listed: false,
-            park_prev: core::ptr::null_mut(),
-            park_next: core::ptr::null_mut(),
-            slept_at: 0,
-            essential: false,
+            park_token: AtomicBool::new(false),
+            next: AtomicPtr::new(core::ptr::null_mut()),
+            wake_at: AtomicU64::new(0),
+            sleep_index: AtomicU32::new(0),
+            pinned: AtomicBool::new(start.pinned),
+            unsettled: AtomicBool::new(kind == ThreadKind::Workload),
+            parkable: AtomicBool::new(kind == ThreadKind::Workload),
+            park: ParkLinks::new(),
+            slept_at: AtomicU64::new(0),
+            essential: start.essential,
             stack,
-            join: None,
+            join: Owned::new(start.join),
         }
+    }
+
+    /// The saved registers.
+    ///
+    /// # Safety
+    /// The thread is not running and nobody switches it in or out meanwhile: the caller
+    /// holds its stack's claim, or (tests) keeps it asleep.
+    #[inline(always)]
+    pub unsafe fn context(&self) -> &TrapFrame {
+        // SAFETY: the caller's promise: the owner (the claim holder) does not write now.
+        unsafe { &*self.context.0.get() }
+    }
+
+    /// The saved registers, to change them.
+    ///
+    /// # Safety
+    /// The caller holds the thread's stack claim as the CPU switching it in or out (or has
+    /// the block to itself), and makes no other reference to them meanwhile.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn context_mut(&self) -> &mut TrapFrame {
+        // SAFETY: the caller's promise: it is the owner, and the only one looking.
+        unsafe { &mut *self.context.0.get() }
+    }
+
+    /// The SP saved when it last stopped.
+    ///
+    /// # Safety
+    /// As for [`context`](Self::context).
+    #[inline(always)]
+    pub unsafe fn saved_sp(&self) -> u64 {
+        // SAFETY: as for `context`.
+        unsafe { (*self.context.0.get()).sp_el0 }
+    }
+
+    /// Where the saved SP is kept, for a parker to read once it holds the claim.
+    pub fn saved_sp_ptr(&self) -> *const u64 {
+        // SAFETY: only the address is taken; nothing is read or written here.
+        unsafe { core::ptr::addr_of!((*self.context.0.get()).sp_el0) }
+    }
+
+    /// Takes the join state out (the reaper, which has the dead block to itself).
+    ///
+    /// # Safety
+    /// The caller owns the block: it is dead, out of every queue and the table, and its
+    /// stack claim is held for release.
+    pub(crate) unsafe fn take_join(&self) -> Option<alloc::sync::Arc<JoinState>> {
+        // SAFETY: the caller's promise: nobody else can reach the field any more.
+        unsafe { (*self.join.0.get()).take() }
     }
 
     /// The thread's name (ASCII, at most 15 bytes).
@@ -156,7 +267,8 @@ impl Thread {
 
     /// Whether its stack may be parked while it sleeps (see `stack::park`).
     pub fn is_parkable(&self) -> bool {
-        self.parkable && self.stack.policy() == crate::cmdline::StackPolicy::Dynamic
+        self.parkable.load(Ordering::Relaxed)
+            && self.stack.policy() == crate::cmdline::StackPolicy::Dynamic
     }
 
     /// The state `ps` shows: `parked` for a sleeping thread whose stack is parked.

@@ -158,11 +158,13 @@ pub fn trim_all() -> u64 {
                 && asleep
                 && t.is_parkable()
                 // SAFETY: as just said: parkable, not running, claimed until the batch ends.
-                && unsafe { batch.claim(&t.stack, &t.context.sp_el0) }
+                && unsafe { batch.claim(&t.stack, t.saved_sp_ptr()) }
             {
                 return;
             }
-            freed += trim(&t.stack, || t.context.sp_el0) as u64;
+            // SAFETY: `trim` reads the saved SP only once it holds the stack's claim, which
+            // keeps the thread from being switched in meanwhile.
+            freed += trim(&t.stack, || unsafe { t.saved_sp() }) as u64;
         });
         freed
     })

@@ -179,7 +179,8 @@ pub(crate) fn trim_then_regrow() -> TestResult {
     let t = p.thread();
     p.dive(full_depth())?;
     check!(t.stack.mapped_bytes() == max(), "did not grow to max");
-    let saved_sp = t.context.sp_el0;
+    // SAFETY: the puppet is parked (dive returns once it is) and stays so until woken.
+    let saved_sp = unsafe { t.saved_sp() };
     let top = t.stack.top();
     let deep = t.stack.base() + 64;
     check!(kspace::query(deep).is_some());

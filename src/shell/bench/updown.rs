@@ -128,7 +128,9 @@ fn trim_one(rounds: u32, clock: u64) -> Option<u64> {
             sched::yield_now();
         };
         let t0 = now_ns();
-        let freed = stack::trim(&t.stack, || t.context.sp_el0);
+        // SAFETY: `trim` reads the saved SP only once it holds the stack's claim, which
+        // keeps the thread from being switched in meanwhile.
+        let freed = stack::trim(&t.stack, || unsafe { t.saved_sp() });
         let t1 = now_ns();
         if freed == 1 {
             total += (t1 - t0).saturating_sub(clock);
