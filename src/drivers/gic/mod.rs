@@ -11,7 +11,6 @@
 //! signalled as IRQs, all at one priority, so handlers never preempt one another.
 
 pub mod v2;
-#[cfg(target_os = "none")]
 pub mod v3;
 
 /// Lowest interrupt ID of a Shared Peripheral Interrupt; 0..16 are SGIs, 16..32 PPIs.
@@ -32,8 +31,7 @@ const PRIORITY_MASK_OPEN: u8 = 0xff;
 
 /// Polls of a "write pending" or "asleep" bit before a wait is abandoned, so a GIC that
 /// never answers cannot hang boot (QEMU answers at once, hardware within microseconds).
-/// Only GICv3 waits (it is not built for the host tests).
-#[cfg(target_os = "none")]
+/// Only GICv3 waits.
 const SPIN_LIMIT: u32 = 1_000_000;
 
 use crate::arch::aarch64::MPIDR_AFFINITY_MASK;
@@ -116,7 +114,6 @@ fn is_special(intid: u32) -> bool {
 }
 
 /// Polls `busy` until it returns false or the spin bound runs out.
-#[cfg(target_os = "none")]
 fn wait_while(mut busy: impl FnMut() -> bool) {
     for _ in 0..SPIN_LIMIT {
         if !busy() {

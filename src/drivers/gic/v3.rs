@@ -13,22 +13,27 @@
 //! left by firmware such as TF-A) or a GIC with a single security state (`GICD_CTLR.DS`,
 //! QEMU `virt` without `secure=on`). In both, writing `ARE | EnableGrp1 | bit 0` to
 //! `GICD_CTLR` turns on affinity routing and Group 1, and `ICC_IGRPEN1_EL1` enables it at
-//! the CPU. A kernel left in Secure EL1 on a two-state GIC is not supported.
+//! A kernel left in Secure EL1 on a two-state GIC is not supported.
+//!
+//! Host-tested (`v3/tests.rs`) against fake distributor and redistributor blocks and a fake
+//! CPU interface that stands in for the `ICC_*` registers (see `icc`).
 
+// Host tests only: the plain spin lock below stands in for `sync::IrqMutex`.
+#![cfg_attr(not(target_os = "none"), allow(clippy::disallowed_types))]
+
+#[cfg(target_os = "none")]
 use crate::sync::IrqMutex;
-use aarch64_cpu::{
-    asm::barrier,
-    registers::{Readable, ICC_CTLR_EL1, ID_AA64PFR0_EL1},
-};
+#[cfg(not(target_os = "none"))]
+use spin::Mutex as IrqMutex;
 use tock_registers::{
-    interfaces::{ReadWriteable, Writeable},
+    interfaces::{ReadWriteable, Readable, Writeable},
     register_bitfields, register_structs,
     registers::{ReadOnly, ReadWrite},
 };
 
 use super::{
-    affinity_of, current_affinity, is_special, lines_from_typer, wait_while, InterruptController,
-    SgiTarget, DEFAULT_PRIORITY, PRIORITY_MASK_OPEN, SGI_COUNT, SPI_BASE,
+    affinity_of, is_special, lines_from_typer, wait_while, InterruptController, SgiTarget,
+    DEFAULT_PRIORITY, PRIORITY_MASK_OPEN, SGI_COUNT, SPI_BASE,
 };
 
 /// Bytes of one redistributor: an RD_base frame and an SGI_base frame of 64 KiB each.
@@ -139,9 +144,70 @@ register_structs! {
     }
 }
 
-/// Accessors for the `ICC_*` system registers `aarch64-cpu` 11 does not define.
+/// The calling CPU's side of the GIC: the `ICC_*` system registers (`aarch64-cpu` 11
+/// defines only `ICC_CTLR_EL1` among them), the ID register that says whether they exist,
+/// the barriers between their writes, and the CPU's affinity. On the target, `mrs`/`msr`;
+/// in the host tests, the fake CPU interface of `tests.rs`.
 mod icc {
+    #[cfg(target_os = "none")]
+    pub use super::hw::*;
+    #[cfg(not(target_os = "none"))]
+    pub use super::tests::fake_icc::*;
+
+    /// `ICC_SRE_EL1.SRE`: the system register interface is in use.
+    pub const SRE_SRE: u64 = 1 << 0;
+    /// `ICC_CTLR_EL1.EOImode`: EOI only drops priority (deactivation done separately).
+    pub const CTLR_EOIMODE: u64 = 1 << 1;
+    /// `ICC_CTLR_EL1.RSS`: SGIs can target Aff0 values 16..256.
+    pub const CTLR_RSS: u64 = 1 << 18;
+    /// `ICC_IGRPEN1_EL1.Enable`.
+    pub const IGRPEN1_ENABLE: u64 = 1 << 0;
+    /// Valid bits of the INTID returned by `ICC_IAR1_EL1`.
+    pub const IAR_INTID_MASK: u64 = 0xff_ffff;
+
+    /// Whether the PE implements the GIC system register interface
+    /// (`ID_AA64PFR0_EL1.GIC`, bits 27:24, non-zero).
+    pub fn implemented(id_aa64pfr0: u64) -> bool {
+        (id_aa64pfr0 >> 24) & 0xf != 0
+    }
+}
+
+/// The machine's `ICC_*` registers (see `icc`).
+#[cfg(target_os = "none")]
+mod hw {
+    use aarch64_cpu::asm::barrier;
+    use aarch64_cpu::registers::{Readable, ICC_CTLR_EL1, ID_AA64PFR0_EL1};
     use core::arch::asm;
+
+    /// The calling CPU's affinity (MPIDR layout).
+    #[inline(always)]
+    pub fn affinity() -> u64 {
+        super::super::current_affinity()
+    }
+
+    /// `ID_AA64PFR0_EL1`.
+    #[inline(always)]
+    pub fn id_aa64pfr0_el1() -> u64 {
+        ID_AA64PFR0_EL1.get()
+    }
+
+    /// `ICC_CTLR_EL1`.
+    #[inline(always)]
+    pub fn ctlr_el1() -> u64 {
+        ICC_CTLR_EL1.get()
+    }
+
+    /// `ISB`: the register writes before it take effect before what follows.
+    #[inline(always)]
+    pub fn isb() {
+        barrier::isb(barrier::SY);
+    }
+
+    /// `DSB ISHST`: earlier stores are visible to the other CPUs.
+    #[inline(always)]
+    pub fn dsb_ishst() {
+        barrier::dsb(barrier::ISHST);
+    }
 
     macro_rules! sysreg_read {
         ($(#[$doc:meta])* $fn:ident, $reg:literal) => {
@@ -215,23 +281,6 @@ mod icc {
         /// `ICC_SGI1R_EL1`.
         set_sgi1r_el1, "S3_0_C12_C11_5"
     );
-
-    /// `ICC_SRE_EL1.SRE`: the system register interface is in use.
-    pub const SRE_SRE: u64 = 1 << 0;
-    /// `ICC_CTLR_EL1.EOImode`: EOI only drops priority (deactivation done separately).
-    pub const CTLR_EOIMODE: u64 = 1 << 1;
-    /// `ICC_CTLR_EL1.RSS`: SGIs can target Aff0 values 16..256.
-    pub const CTLR_RSS: u64 = 1 << 18;
-    /// `ICC_IGRPEN1_EL1.Enable`.
-    pub const IGRPEN1_ENABLE: u64 = 1 << 0;
-    /// Valid bits of the INTID returned by `ICC_IAR1_EL1`.
-    pub const IAR_INTID_MASK: u64 = 0xff_ffff;
-
-    /// Whether the PE implements the GIC system register interface
-    /// (`ID_AA64PFR0_EL1.GIC`, bits 27:24, non-zero).
-    pub fn implemented(id_aa64pfr0: u64) -> bool {
-        (id_aa64pfr0 >> 24) & 0xf != 0
-    }
 }
 
 /// A GICv3 distributor and redistributor region at mapped virtual addresses.
@@ -314,23 +363,23 @@ impl GicV3 {
     /// Turns on the calling CPU's system register interface and opens it to Group 1,
     /// unless the interface does not exist or cannot be switched on.
     fn init_cpu_interface(&self) {
-        if !icc::implemented(ID_AA64PFR0_EL1.get()) {
+        if !icc::implemented(icc::id_aa64pfr0_el1()) {
             return;
         }
         icc::set_sre_el1(icc::sre_el1() | icc::SRE_SRE);
-        barrier::isb(barrier::SY);
+        icc::isb();
         // SRE stays 0 when a higher EL keeps EL1 on the memory-mapped interface.
         if icc::sre_el1() & icc::SRE_SRE == 0 {
             return;
         }
 
         icc::set_pmr_el1(u64::from(PRIORITY_MASK_OPEN));
-        barrier::isb(barrier::SY);
+        icc::isb();
         icc::set_bpr1_el1(0);
         // EOImode 0: one EOIR write both drops priority and deactivates.
-        icc::set_ctlr_el1(ICC_CTLR_EL1.get() & !icc::CTLR_EOIMODE);
+        icc::set_ctlr_el1(icc::ctlr_el1() & !icc::CTLR_EOIMODE);
         icc::set_igrpen1_el1(icc::IGRPEN1_ENABLE);
-        barrier::isb(barrier::SY);
+        icc::isb();
     }
 }
 
@@ -366,7 +415,7 @@ impl InterruptController for GicV3 {
         self.wait_distributor();
 
         // IROUTER only means something once ARE is on.
-        let boot = current_affinity();
+        let boot = icc::affinity();
         let route = GICD_IROUTER::AFF0.val(boot & 0xff)
             + GICD_IROUTER::AFF1.val((boot >> 8) & 0xff)
             + GICD_IROUTER::AFF2.val((boot >> 16) & 0xff)
@@ -378,7 +427,7 @@ impl InterruptController for GicV3 {
     }
 
     fn init_cpu(&self) {
-        let Some(rd) = self.redistributor_for(current_affinity()) else {
+        let Some(rd) = self.redistributor_for(icc::affinity()) else {
             return;
         };
 
@@ -398,11 +447,11 @@ impl InterruptController for GicV3 {
     }
 
     fn cpu_interface_ready(&self) -> bool {
-        let Some(rd) = self.redistributor_for(current_affinity()) else {
+        let Some(rd) = self.redistributor_for(icc::affinity()) else {
             return false;
         };
         !rd.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP)
-            && icc::implemented(ID_AA64PFR0_EL1.get())
+            && icc::implemented(icc::id_aa64pfr0_el1())
             && icc::sre_el1() & icc::SRE_SRE != 0
             && icc::igrpen1_el1() & icc::IGRPEN1_ENABLE != 0
     }
@@ -410,7 +459,7 @@ impl InterruptController for GicV3 {
     fn enable(&self, intid: u32) {
         let bit = 1 << (intid % 32);
         if intid < SPI_BASE {
-            if let Some(rd) = self.redistributor_for(current_affinity()) {
+            if let Some(rd) = self.redistributor_for(icc::affinity()) {
                 rd.isenabler0.set(bit);
             }
         } else if intid < self.lines() {
@@ -421,7 +470,7 @@ impl InterruptController for GicV3 {
     fn disable(&self, intid: u32) {
         let bit = 1 << (intid % 32);
         if intid < SPI_BASE {
-            if let Some(rd) = self.redistributor_for(current_affinity()) {
+            if let Some(rd) = self.redistributor_for(icc::affinity()) {
                 rd.icenabler0.set(bit);
                 wait_while(|| rd.ctlr.is_set(GICR_CTLR::RWP));
             }
@@ -473,7 +522,7 @@ impl InterruptController for GicV3 {
             return;
         }
         icc::set_eoir1_el1(u64::from(intid));
-        barrier::isb(barrier::SY);
+        icc::isb();
     }
 
     fn send_sgi(&self, sgi: u32, target: SgiTarget) {
@@ -486,7 +535,7 @@ impl InterruptController for GicV3 {
                 let aff = affinity_of(mpidr);
                 let aff0 = aff & 0xff;
                 // Aff0 above 15 needs range selectors, which only RSS-capable GICs have.
-                if aff0 >= 16 && ICC_CTLR_EL1.get() & icc::CTLR_RSS == 0 {
+                if aff0 >= 16 && icc::ctlr_el1() & icc::CTLR_RSS == 0 {
                     return;
                 }
                 ICC_SGI1R::TARGET_LIST.val(1 << (aff0 % 16))
@@ -498,9 +547,9 @@ impl InterruptController for GicV3 {
             }
         };
         // The target's handler must see everything written before the SGI was raised.
-        barrier::dsb(barrier::ISHST);
+        icc::dsb_ishst();
         icc::set_sgi1r_el1(value.value);
-        barrier::isb(barrier::SY);
+        icc::isb();
     }
 
     fn version(&self) -> u8 {
@@ -510,3 +559,6 @@ impl InterruptController for GicV3 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
