@@ -2,8 +2,9 @@
 //!
 //! The library holds the whole kernel; `main.rs` and each test kernel under `tests/` only
 //! choose what runs after boot (through [`kernel_main!`]). Modules that are plain logic
-//! (device tree, command line, translation tables and the boot-time MMU values, shell
-//! parsing) build for the host too and carry the unit tests, and so do the drivers, which the
+//! (device tree, command line, translation tables and the boot-time MMU values, the
+//! scheduler's run queue, sleep queue, park list and balancing, shell parsing) build for the
+//! host too and carry the unit tests, and so do the drivers, which the
 //! host tests run against fake register blocks; everything else that touches the machine is
 //! compiled for the bare-metal target only.
 //!
@@ -18,10 +19,10 @@
 //! | `arch::aarch64` | `boot.s` (entry, boot tables, MMU on) and `vectors.s` (exception entry and return), the trap frame and ESR decoding, IRQ masking, the timer, PSCI, TLB maintenance | nothing above it |
 //! | `kernel` | the boot sequence on every CPU, the panic handler, [`kernel::exception`] (what each exception means), [`kernel::irq`] (interrupt routing), [`kernel::console`] | every subsystem's init |
 //! | `board` | what the device tree does not say, per board | `dtb` |
-//! | [`drivers`] | the register blocks of the UARTs and interrupt controllers (host-tested against fakes, GICv3 excepted) | nothing |
+//! | [`drivers`] | the register blocks of the UARTs and interrupt controllers (host-tested against fake register blocks; GICv3's `ICC_*` system registers against a fake CPU interface) | nothing |
 //! | [`dtb`], [`cmdline`] | the machine description and the command line: total functions over untrusted bytes | `alloc` only |
 //! | [`mm`] | physical frames, the heap, the translation-table manager ([`mm::page_table`], host-tested), the kernel address space and its layout | `arch::tlb` |
-//! | `sched` | threads, per-CPU run queues, the context switch, sleep, kill, the reaper | `stack`, `arch`, `kernel::irq` |
+//! | `sched` | threads, per-CPU run queues, the context switch, sleep, kill, the reaper; which lock or CPU owns each field of a control block (the table in its doc); its run queue, sleep queue, park list and balancing are plain logic, host-tested | `stack`, `arch`, `kernel::irq` |
 //! | `stack` | the stack arena, growth on a fault, the per-CPU page reserve, trim, statistics | `mm`, `arch` |
 //! | [`shell`] | the console user interface (host-tested behind its `Backend` trait) and, on the target, the kernel's backend, workloads, `bench` and `demo` | `cmdline`; the backend calls `sched`, `stack`, `mm` |
 //! | `percpu`, `sync` | which CPU am I (`TPIDR_EL1`); locks that mask IRQs and count themselves | `arch` |
