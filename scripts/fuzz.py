@@ -2,8 +2,9 @@
 """Seeded shell-sequence fuzzer for dynstack: random command sequences that start by
 exhausting memory, booted on QEMU virt at 48-128 MiB on 1-4 CPUs.
 
-Each run boots the main kernel with `init="..."`: `mem` (the baseline), a spawn that runs
-memory out, then random valid, invalid and memory-hungry commands, then `kill all`, and the
+Each run boots the main kernel with a parking setting (`kstack.park_after=0` in half the
+runs, the default or `off` in the others) and `init="..."`: `mem` (the baseline), a spawn
+that runs memory out, then random valid, invalid and memory-hungry commands, then `kill all`, and the
 final `stacks` and `mem`. A run passes when the boot prints no `PANIC`, ends with its final
 `STACKS` and `MEM` lines, powers off with status 0, and free memory after the last
 `kill all` is back at the baseline within 256 KiB plus the stack arena's page tables
@@ -88,8 +89,15 @@ HUNGRY = [
 ]
 
 
-def sequence(rng: random.Random, length: int) -> tuple[str, int, str]:
-    """One run: (memory, CPUs, init= commands)."""
+# Parked stacks in the fuzzed boots: most runs park every sleeping thread at once
+# (`kstack.park_after=0`, the setting that parks most and so holds the most parked-block
+# memory that `kill all` must give back), some keep the default (10 s: parking starts only in
+# long runs), some have parking off (the stacks stay mapped).
+PARKING = ["kstack.park_after=0", "kstack.park_after=0", "", "kstack.park_after=off"]
+
+
+def sequence(rng: random.Random, length: int) -> tuple[str, int, str, str]:
+    """One run: (memory, CPUs, command-line arguments before init=, init= commands)."""
     mem = rng.choice([48, 64, 96, 128])
     smp = rng.randint(1, 4)
     cmds = ["mem", rng.choice(EXHAUST)]
@@ -98,15 +106,17 @@ def sequence(rng: random.Random, length: int) -> tuple[str, int, str]:
         pool = VALID if kind < 0.5 else INVALID if kind < 0.75 else HUNGRY
         cmds.append(rng.choice(pool))
     cmds += ["kill all", "stacks", "mem", "poweroff"]
-    return f"{mem}M", smp, "; ".join(cmds)
+    # Drawn last, so the memory, CPUs and commands of a seed are what they were before.
+    args = rng.choice(PARKING)
+    return f"{mem}M", smp, args, "; ".join(cmds)
 
 
-# Parked stacks (kstack.park_after) are left off in the fuzzed boots for now: with parking on,
-# about 2 MiB stays held after `kill all` at 64 MiB, beyond the baseline this checks.
-BOOTARGS = "kstack.park_after=off"
+def bootargs(args: str, init: str) -> str:
+    """The whole command line of a run."""
+    return f'{args} init="{init}"'.lstrip()
 
 
-def sequences(runs: int, seed: int, length: int = 6) -> list[tuple[str, int, str]]:
+def sequences(runs: int, seed: int, length: int = 6) -> list[tuple[str, int, str, str]]:
     """`runs` runs drawn from `seed` (the same seed always gives the same runs)."""
     rng = random.Random(seed)
     return [sequence(rng, length) for _ in range(runs)]
@@ -172,9 +182,9 @@ def big_max(lines: list[str]) -> list[str]:
     return problems
 
 
-def boot(kernel: Path, mem: str, smp: int, init: str, timeout: float) -> tuple[int | None, list[str]]:
+def boot(kernel: Path, mem: str, smp: int, cmdline: str, timeout: float) -> tuple[int | None, list[str]]:
     cmd = [QEMU, "-M", "virt", "-cpu", "cortex-a72", "-smp", str(smp), "-m", mem, "-nographic",
-           "-semihosting", "-kernel", str(kernel), "-append", f'{BOOTARGS} init="{init}"']
+           "-semihosting", "-kernel", str(kernel), "-append", cmdline]
     try:
         p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
         return p.returncode, p.stdout.decode(errors="replace").splitlines()
@@ -196,8 +206,8 @@ def main() -> int:
     runs = sequences(args.runs, args.seed, args.length)
 
     def one(i: int) -> tuple[int, bool, list[str], list[str]]:
-        mem, smp, init = runs[i]
-        status, lines = boot(args.kernel, mem, smp, init, args.timeout)
+        mem, smp, extra, init = runs[i]
+        status, lines = boot(args.kernel, mem, smp, bootargs(extra, init), args.timeout)
         problems = check(lines)
         if status is None:
             problems.append(f"timed out after {args.timeout:g}s")
@@ -209,16 +219,16 @@ def main() -> int:
     panics = failed = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for i, panicked, problems, lines in pool.map(one, range(len(runs))):
-            mem, smp, init = runs[i]
+            mem, smp, extra, init = runs[i]
             panics += panicked
             if problems:
                 failed += 1
-                print(f"FAIL run {i} (-m {mem} -smp {smp} init=\"{init}\"): {'; '.join(problems)}")
+                print(f"FAIL run {i} (-m {mem} -smp {smp} -append '{bootargs(extra, init)}'): {'; '.join(problems)}")
                 if args.verbose:
                     for l in lines[-30:]:
                         print(f"    | {l}")
             elif args.verbose:
-                print(f"ok   run {i} (-m {mem} -smp {smp})")
+                print(f"ok   run {i} (-m {mem} -smp {smp} {extra})")
     print(f"FUZZ runs={len(runs)} panics={panics} failed={failed} seed={args.seed}")
     return 1 if failed else 0
 

@@ -381,9 +381,9 @@ def fuzz_shells(table: dict | None) -> list[ShellSpec]:
     timeout = float(table.get("timeout", 90))
     return [
         ShellSpec(
-            name=f"fuzz-{seed}-{i} [-m {mem} -smp {smp}]",
+            name=f"fuzz-{seed}-{i} [-m {mem} -smp {smp}{' ' + extra if extra else ''}]",
             qemu=f"-m {mem} -smp {smp}",
-            bootargs=f'{fuzz.BOOTARGS} init="{init}"',
+            bootargs=fuzz.bootargs(extra, init),
             stdin=None,
             expect=[],
             reject=[re.compile("^PANIC")],
@@ -392,7 +392,7 @@ def fuzz_shells(table: dict | None) -> list[ShellSpec]:
             image=False,
             check=fuzz.check,
         )
-        for i, (mem, smp, init) in enumerate(fuzz.sequences(runs, seed, length))
+        for i, (mem, smp, extra, init) in enumerate(fuzz.sequences(runs, seed, length))
     ]
 
 

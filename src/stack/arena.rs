@@ -6,6 +6,13 @@
 //! freed, so mapping or unmapping a page of a stack later is a store into a table found by
 //! address arithmetic: no walk, no lock. Owns the arena's virtual space; calls `mm::kspace`
 //! (to create the tables) and `mm::frame` (to return pages).
+//!
+//! Free slots form a list threaded through the slots themselves: each free slot's link is
+//! kept in the L3 entry of its lowest guard page, an entry the walker never uses (a guard
+//! page is never mapped) and that stays invalid (bit 0 clear: the hardware ignores the other
+//! bits of an invalid descriptor). Freeing a slot therefore never allocates and the list
+//! costs no memory, however many slots were ever used: after `kill all` the arena holds
+//! nothing but its tables.
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,14 +39,37 @@ pub(super) const PAGE_BITS: u64 = PageTable::page_bits(Attributes::DATA);
 struct Slots {
     next_unused: u32,
     max: u32,
-    free: Vec<u32>,
+    /// The most recently freed slot, the head of the free list (`NO_SLOT`: empty).
+    free_head: u32,
 }
+
+/// End of the free list.
+const NO_SLOT: u32 = u32::MAX;
 
 static SLOTS: IrqMutex<Slots> = IrqMutex::new(Slots {
     next_unused: 0,
     max: 0,
-    free: Vec::new(),
+    free_head: NO_SLOT,
 });
+
+/// The L3 entry holding free slot `slot`'s link: its lowest guard page's.
+fn link_ptr(slot: u32) -> *mut u64 {
+    descriptor_ptr(STACK_ARENA_BASE + slot as u64 * stride())
+}
+
+/// A link as an invalid descriptor: `(next + 1) << 1`, so bit 0 (valid) is clear and an
+/// entry of 0 (the end of the list) reads as [`NO_SLOT`].
+fn encode_link(next: u32) -> u64 {
+    if next == NO_SLOT {
+        0
+    } else {
+        (next as u64 + 1) << 1
+    }
+}
+
+fn decode_link(desc: u64) -> u32 {
+    ((desc >> 1) as u32).wrapping_sub(1)
+}
 
 /// Sizes the arena for the configured stacks.
 pub fn init() {
@@ -72,22 +102,18 @@ pub fn table_pages() -> u64 {
 /// Takes a free slot, creating the tables for it if it was never used.
 pub fn alloc_slot() -> Result<u32, StackError> {
     let mut slots = SLOTS.lock();
-    if let Some(slot) = slots.free.pop() {
+    if slots.free_head != NO_SLOT {
+        let slot = slots.free_head;
+        let link = link_ptr(slot);
+        // SAFETY: a free slot's guard entry, in a table that exists (the slot was handed out
+        // before), written only under the slots lock while the slot is free.
+        slots.free_head = decode_link(unsafe { core::ptr::read_volatile(link) });
+        // SAFETY: as above; the entry is left as every guard entry is, empty.
+        unsafe { core::ptr::write_volatile(link, 0) };
         return Ok(slot);
     }
     if slots.next_unused >= slots.max {
         return Err(StackError::ArenaFull);
-    }
-    // Room in the free list for every slot ever handed out, taken now: `free_slot` (the
-    // reaper, giving memory back) must never need to allocate.
-    let want = slots.next_unused as usize + 1;
-    if slots.free.capacity() < want {
-        // At least doubling, so this happens rarely.
-        let more = (want - slots.free.len()).max(slots.free.capacity());
-        slots
-            .free
-            .try_reserve(more)
-            .map_err(|_| StackError::OutOfMemory)?;
     }
     let slot = slots.next_unused;
     let start = STACK_ARENA_BASE + slot as u64 * stride();
@@ -109,13 +135,16 @@ pub fn alloc_slot() -> Result<u32, StackError> {
     Ok(slot)
 }
 
-/// Returns a slot whose pages are all unmapped.
+/// Returns a slot whose pages are all unmapped. Never allocates.
 pub fn free_slot(slot: u32) {
     let mut slots = SLOTS.lock();
-    if slots.free.try_reserve(1).is_ok() {
-        slots.free.push(slot);
-    }
-    // Without room to remember it, the slot is lost to reuse but nothing else breaks.
+    debug_assert!(slot < slots.next_unused, "slot {slot} was never handed out");
+    let head = slots.free_head;
+    // SAFETY: the slot's guard entry (its tables exist since alloc_slot handed it out); the
+    // slot is free from now on, so nobody else reads or writes it outside this lock. An
+    // invalid descriptor: no TLB maintenance needed.
+    unsafe { core::ptr::write_volatile(link_ptr(slot), encode_link(head)) };
+    slots.free_head = slot;
 }
 
 fn descriptor_ptr(va: u64) -> *mut u64 {
