@@ -28,7 +28,9 @@ mod kind {
     pub const THREAD_IRQ: u64 = 1;
 }
 
-/// Called by every vector with the frame it pushed.
+/// Called by every vector with the frame it pushed. Kept frameless for the system-call path:
+/// everything that reports or panics is out of line, so a system call is a few compares
+/// and a tail call to `sched::on_syscall`.
 #[unsafe(no_mangle)]
 extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u64) {
     if crate::kernel::stop::is_stopping() {
@@ -37,19 +39,24 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame, kind: u64) {
     match kind {
         kind::THREAD_SYNC => thread_sync(frame),
         kind::THREAD_IRQ => crate::kernel::irq::dispatch(frame),
-        _ => {
-            let syndrome = Syndrome(ESR_EL1.get());
-            let far = FAR_EL1.get();
-            panic!(
-                "unexpected exception (vector {}: {}) in kernel context\n  {}\n  far={:#x}\n{}",
-                kind,
-                vector_name(kind),
-                syndrome,
-                far,
-                frame
-            );
-        }
+        _ => unexpected_exception(frame, kind),
     }
+}
+
+/// Any vector but a thread's synchronous exception and IRQ: a bug in the kernel.
+#[cold]
+#[inline(never)]
+fn unexpected_exception(frame: &mut TrapFrame, kind: u64) -> ! {
+    let syndrome = Syndrome(ESR_EL1.get());
+    let far = FAR_EL1.get();
+    panic!(
+        "unexpected exception (vector {}: {}) in kernel context\n  {}\n  far={:#x}\n{}",
+        kind,
+        vector_name(kind),
+        syndrome,
+        far,
+        frame
+    );
 }
 
 fn vector_name(kind: u64) -> &'static str {
@@ -66,6 +73,7 @@ fn vector_name(kind: u64) -> &'static str {
     }
 }
 
+#[inline(always)]
 fn thread_sync(frame: &mut TrapFrame) {
     let syndrome = Syndrome(ESR_EL1.get());
     match syndrome.class() {
@@ -77,12 +85,17 @@ fn thread_sync(frame: &mut TrapFrame) {
         }
         ExceptionClass::Svc => sched::on_syscall(frame, syndrome.svc_imm()),
         ExceptionClass::DataAbort => data_abort(frame, syndrome),
-        _ => {
-            let far = FAR_EL1.get();
-            report_fault(frame, syndrome, far);
-            end_thread(frame, "fault", syndrome, far);
-        }
+        _ => thread_fault(frame, syndrome),
     }
+}
+
+/// Any other synchronous exception of a thread: a fault that ends it.
+#[cold]
+#[inline(never)]
+fn thread_fault(frame: &mut TrapFrame, syndrome: Syndrome) {
+    let far = FAR_EL1.get();
+    report_fault(frame, syndrome, far);
+    end_thread(frame, "fault", syndrome, far);
 }
 
 /// A data abort from a thread that the fast path (`stack::fast`) left to the slow path. Kept

@@ -197,70 +197,93 @@ pub fn wait_for_reserve(frame: &mut TrapFrame) {
 }
 
 /// Handles a system call from a thread. Returns with `frame` holding whatever thread runs next.
+/// The dispatch has no stack frame of its own: each call that may switch threads is a
+/// function of its own (out of line), so a call that does not (`NOP`) costs only the match.
 pub fn on_syscall(frame: &mut TrapFrame, num: u16) {
-    let cpu = cpu_index();
     match num {
         syscall::NOP => frame.x[0] = 0,
-        syscall::YIELD => {
-            let mut q = QUEUES[cpu].lock();
-            let t = save_current(frame, cpu);
-            if !is_idle_thread(t, cpu) {
-                // SAFETY: the thread we just saved: alive, running until now, so in no queue.
-                unsafe {
-                    (*t).set_state(ThreadState::Ready);
-                    q.push_back(t);
-                }
-            }
-            switch_to_next(frame, cpu, q);
-        }
-        syscall::SLEEP_UNTIL => {
-            let deadline = frame.x[0];
-            let mut q = QUEUES[cpu].lock();
-            frame.x[0] = 0;
-            if deadline <= timer::now() {
-                return;
-            }
-            if !q.sleepers.has_room() {
-                // sleep_until made no room (memory ran out): it waits by yielding instead.
-                frame.x[0] = 1;
-                return;
-            }
-            let t = save_current(frame, cpu);
-            // SAFETY: the thread we just saved: alive, running until now, so in no queue;
-            // its deadline is set before it joins the sleepers and fixed while it is there.
-            unsafe {
-                (*t).wake_at.store(deadline, Ordering::Relaxed);
-                (*t).set_state(ThreadState::Sleeping);
-                q.sleepers.push(t);
-            }
-            parker::note_asleep(&mut q.parkable, t);
-            switch_to_next(frame, cpu, q);
-        }
-        syscall::PARK => {
-            let mut q = QUEUES[cpu].lock();
-            let t = CURRENT[cpu].load(Ordering::Relaxed);
-            // SAFETY: the current thread's control block, alive while it is current here.
-            let th = unsafe { &*t };
-            // `park_token` is changed under this CPU's queue lock, which is held.
-            if th.park_token.load(Ordering::Relaxed) || th.kill_requested.load(Ordering::Relaxed) {
-                th.park_token.store(false, Ordering::Relaxed);
-                return;
-            }
-            save_current(frame, cpu);
-            th.set_state(ThreadState::Blocked);
-            parker::note_asleep(&mut q.parkable, t);
-            switch_to_next(frame, cpu, q);
-        }
-        syscall::EXIT => terminate_current(frame),
-        syscall::PIN_TO => pin_to(frame, cpu),
+        syscall::YIELD => sys_yield(frame),
+        syscall::SLEEP_UNTIL => sys_sleep_until(frame),
+        syscall::PARK => sys_park(frame),
+        syscall::EXIT => sys_exit(frame),
+        syscall::PIN_TO => pin_to(frame, cpu_index()),
         _ => frame.x[0] = u64::MAX,
     }
+}
+
+/// The `YIELD` system call: the thread goes to the back of its queue.
+#[inline(never)]
+fn sys_yield(frame: &mut TrapFrame) {
+    let cpu = cpu_index();
+    let mut q = QUEUES[cpu].lock();
+    let t = save_current(frame, cpu);
+    if !is_idle_thread(t, cpu) {
+        // SAFETY: the thread we just saved: alive, running until now, so in no queue.
+        unsafe {
+            (*t).set_state(ThreadState::Ready);
+            q.push_back(t);
+        }
+    }
+    switch_to_next(frame, cpu, q);
+}
+
+/// The `SLEEP_UNTIL` system call: `x0` holds the deadline; 0 (slept) or 1 (no room) back.
+#[inline(never)]
+fn sys_sleep_until(frame: &mut TrapFrame) {
+    let cpu = cpu_index();
+    let deadline = frame.x[0];
+    let mut q = QUEUES[cpu].lock();
+    frame.x[0] = 0;
+    if deadline <= timer::now() {
+        return;
+    }
+    if !q.sleepers.has_room() {
+        // sleep_until made no room (memory ran out): it waits by yielding instead.
+        frame.x[0] = 1;
+        return;
+    }
+    let t = save_current(frame, cpu);
+    // SAFETY: the thread we just saved: alive, running until now, so in no queue;
+    // its deadline is set before it joins the sleepers and fixed while it is there.
+    unsafe {
+        (*t).wake_at.store(deadline, Ordering::Relaxed);
+        (*t).set_state(ThreadState::Sleeping);
+        q.sleepers.push(t);
+    }
+    parker::note_asleep(&mut q.parkable, t);
+    switch_to_next(frame, cpu, q);
+}
+
+/// The `PARK` system call: blocks until `unpark`, unless a token (or a kill) is pending.
+#[inline(never)]
+fn sys_park(frame: &mut TrapFrame) {
+    let cpu = cpu_index();
+    let mut q = QUEUES[cpu].lock();
+    let t = CURRENT[cpu].load(Ordering::Relaxed);
+    // SAFETY: the current thread's control block, alive while it is current here.
+    let th = unsafe { &*t };
+    // `park_token` is changed under this CPU's queue lock, which is held.
+    if th.park_token.load(Ordering::Relaxed) || th.kill_requested.load(Ordering::Relaxed) {
+        th.park_token.store(false, Ordering::Relaxed);
+        return;
+    }
+    save_current(frame, cpu);
+    th.set_state(ThreadState::Blocked);
+    parker::note_asleep(&mut q.parkable, t);
+    switch_to_next(frame, cpu, q);
+}
+
+/// The `EXIT` system call.
+#[inline(never)]
+fn sys_exit(frame: &mut TrapFrame) {
+    terminate_current(frame);
 }
 
 /// The `PIN_TO` system call: pins the current thread to the CPU in `x0` and, if that is not
 /// this one, switches away and then queues it there. Switching first means no other CPU
 /// can run it while `CURRENT` here still names it, and only one queue lock is held at a
 /// time, as everywhere else.
+#[inline(never)]
 fn pin_to(frame: &mut TrapFrame, cpu: usize) {
     let target = frame.x[0] as usize;
     let t = CURRENT[cpu].load(Ordering::Relaxed);

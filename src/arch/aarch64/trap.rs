@@ -132,19 +132,29 @@ impl Syndrome {
     }
 
     /// The exception class.
+    #[inline(always)]
     pub fn class(&self) -> ExceptionClass {
         use ESR_EL1::EC::Value as Ec;
-        match ESR_EL1::EC.read_as_enum(self.0) {
-            Some(Ec::Unknown) => ExceptionClass::Unknown,
-            Some(Ec::SVC64) => ExceptionClass::Svc,
-            Some(Ec::InstrAbortLowerEL | Ec::InstrAbortCurrentEL) => {
-                ExceptionClass::InstructionAbort
-            }
-            Some(Ec::DataAbortLowerEL | Ec::DataAbortCurrentEL) => ExceptionClass::DataAbort,
-            Some(Ec::PCAlignmentFault) => ExceptionClass::PcAlignment,
-            Some(Ec::SPAlignmentFault) => ExceptionClass::SpAlignment,
-            Some(Ec::Brk64) => ExceptionClass::Breakpoint,
-            _ => ExceptionClass::Other(self.ec()),
+        // Compares on the raw class, not the register crate's `read_as_enum`, which is an
+        // out-of-line table lookup: this decides every system call (`exception_dispatch`).
+        const UNKNOWN: u8 = Ec::Unknown as u8;
+        const SVC64: u8 = Ec::SVC64 as u8;
+        const IABT_LOWER: u8 = Ec::InstrAbortLowerEL as u8;
+        const IABT_SAME: u8 = Ec::InstrAbortCurrentEL as u8;
+        const DABT_LOWER: u8 = Ec::DataAbortLowerEL as u8;
+        const DABT_SAME: u8 = Ec::DataAbortCurrentEL as u8;
+        const PC_ALIGN: u8 = Ec::PCAlignmentFault as u8;
+        const SP_ALIGN: u8 = Ec::SPAlignmentFault as u8;
+        const BRK64: u8 = Ec::Brk64 as u8;
+        match self.ec() {
+            SVC64 => ExceptionClass::Svc,
+            DABT_LOWER | DABT_SAME => ExceptionClass::DataAbort,
+            UNKNOWN => ExceptionClass::Unknown,
+            IABT_LOWER | IABT_SAME => ExceptionClass::InstructionAbort,
+            PC_ALIGN => ExceptionClass::PcAlignment,
+            SP_ALIGN => ExceptionClass::SpAlignment,
+            BRK64 => ExceptionClass::Breakpoint,
+            ec => ExceptionClass::Other(ec),
         }
     }
 
