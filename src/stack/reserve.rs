@@ -43,10 +43,10 @@ pub(super) struct Reserve {
     /// Pages held. Written only by the owning CPU (exception context); read by anyone for
     /// `stacks`.
     len: AtomicUsize,
+    /// Entries in `pages` (set once at boot). Next to `len`, so [`is_full`] is one load pair.
+    cap: AtomicUsize,
     /// `cap` entries; `pages[..len]` are zeroed frames.
     pages: AtomicPtr<u64>,
-    /// Entries in `pages` (set once at boot).
-    cap: AtomicUsize,
 }
 
 /// log2 of the size of one [`Reserve`] (the fast path indexes `RESERVES` by shifting).
@@ -61,8 +61,8 @@ pub(super) const PAGES_OFFSET: usize = offset_of!(Reserve, pages);
 pub(super) static RESERVES: [Reserve; MAX_CPUS] = [const {
     Reserve {
         len: AtomicUsize::new(0),
-        pages: AtomicPtr::new(core::ptr::null_mut()),
         cap: AtomicUsize::new(0),
+        pages: AtomicPtr::new(core::ptr::null_mut()),
     }
 }; MAX_CPUS];
 
@@ -85,6 +85,15 @@ fn parts(cpu: usize) -> (*mut u64, usize, usize) {
         r.len.load(Ordering::Relaxed),
         r.cap.load(Ordering::Relaxed),
     )
+}
+
+/// Whether CPU `cpu`'s reserve holds as many pages as it can. Then [`fill`] with any `need`
+/// of at least the capacity (the scheduler's: `kstack.max` pages) has nothing to do: the
+/// check the scheduler makes inline before every switch-in, the common case.
+#[inline(always)]
+pub fn is_full(cpu: usize) -> bool {
+    let r = &RESERVES[cpu];
+    r.len.load(Ordering::Relaxed) >= r.cap.load(Ordering::Relaxed)
 }
 
 /// Fills CPU `cpu`'s reserve up to `need` pages (at most its capacity). False if memory ran
