@@ -13,9 +13,20 @@ pub(super) extern "C" fn thread_killed() -> ! {
     exit()
 }
 
-pub(super) fn closure_entry(arg: usize) {
-    // SAFETY: `arg` came from Box::into_raw in `spawn` and is used once.
-    let f = unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) };
+/// The entry of a thread started from a closure of type `F` that travels on its own stack
+/// (see [`spawn_closure`]): `arg` is where the closure lies, at the top of the stack.
+fn closure_entry_on_stack<F: FnOnce() + Send + 'static>(arg: usize) {
+    // SAFETY: `spawn_closure::<F>` moved an `F` to `arg` (aligned, above this thread's first
+    // SP, so nothing has written over it) and gave up its own copy; read once.
+    let f = unsafe { core::ptr::read(arg as *const F) };
+    f();
+}
+
+/// The entry of a thread started from a closure of type `F` too large to travel on the
+/// stack: `arg` is its box.
+fn closure_entry_boxed<F: FnOnce() + Send + 'static>(arg: usize) {
+    // SAFETY: `arg` came from Box::into_raw in `spawn_closure::<F>` and is used once.
+    let f = unsafe { Box::from_raw(arg as *mut F) };
     f();
 }
 
@@ -30,7 +41,7 @@ pub fn spawn_with<F: FnOnce() + Send + 'static>(
     policy: StackPolicy,
     f: F,
 ) -> Result<JoinHandle, SpawnError> {
-    spawn_closure(name, policy, None, Box::new(f), false)
+    spawn_closure(name, policy, None, f, false)
 }
 
 /// Starts a system thread of the kernel's own (the shell) running `f`, on a fixed stack of
@@ -39,7 +50,7 @@ pub fn spawn_system_with<F: FnOnce() + Send + 'static>(
     name: &str,
     f: F,
 ) -> Result<JoinHandle, SpawnError> {
-    spawn_closure(name, StackPolicy::Fixed, None, Box::new(f), true)
+    spawn_closure(name, StackPolicy::Fixed, None, f, true)
 }
 
 /// Starts a system thread running `f` on CPU `cpu` only (it is never migrated), for
@@ -50,38 +61,68 @@ pub fn spawn_pinned<F: FnOnce() + Send + 'static>(
     cpu: usize,
     f: F,
 ) -> Result<JoinHandle, SpawnError> {
-    spawn_closure(name, policy, Some(cpu), Box::new(f), false)
+    spawn_closure(name, policy, Some(cpu), f, false)
 }
 
-pub(super) fn spawn_closure(
+/// Closures at most this large travel to the new thread at the top of its own stack, above
+/// its first SP (well inside the initial page, which every stack has mapped), so that
+/// creating a thread takes no heap allocation for them; larger ones are boxed.
+const CLOSURE_ON_STACK_MAX: usize = 256;
+
+/// The alignment a thread's SP keeps (AAPCS64), and so the most a closure on the stack may need.
+const STACK_ALIGN: usize = 16;
+
+pub(super) fn spawn_closure<F: FnOnce() + Send + 'static>(
     name: &str,
     policy: StackPolicy,
     pinned: Option<usize>,
-    f: Box<dyn FnOnce() + Send>,
+    f: F,
     system_stack: bool,
 ) -> Result<JoinHandle, SpawnError> {
-    let arg = Box::into_raw(Box::new(f)) as usize;
     let state = Arc::new(JoinState {
         done: AtomicBool::new(false),
         waiter: AtomicPtr::new(core::ptr::null_mut()),
     });
-    match spawn_thread(
-        name,
-        ThreadKind::System,
-        policy,
-        closure_entry,
-        arg,
-        Some(state.clone()),
-        pinned,
-        system_stack,
-    ) {
-        Ok(tid) => Ok(JoinHandle { tid, state }),
-        Err(e) => {
-            // SAFETY: the thread was not created, so the closure is still ours.
-            drop(unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) });
-            Err(e)
+    let join = Some(state.clone());
+    let made = if size_of::<F>() <= CLOSURE_ON_STACK_MAX && align_of::<F>() <= STACK_ALIGN {
+        let f = core::mem::ManuallyDrop::new(f);
+        let bytes = (&*f as *const F as *const u8, size_of::<F>());
+        let made = create_thread(
+            name,
+            ThreadKind::System,
+            policy,
+            closure_entry_on_stack::<F>,
+            0,
+            join,
+            pinned,
+            system_stack,
+            Some(bytes),
+        );
+        // Created: the closure's bytes moved to the thread. Not: it is still ours, here.
+        if made.is_err() {
+            drop(core::mem::ManuallyDrop::into_inner(f));
         }
-    }
+        made
+    } else {
+        let arg = Box::into_raw(Box::new(f)) as usize;
+        let made = create_thread(
+            name,
+            ThreadKind::System,
+            policy,
+            closure_entry_boxed::<F>,
+            arg,
+            join,
+            pinned,
+            system_stack,
+            None,
+        );
+        if made.is_err() {
+            // SAFETY: the thread was not created, so the box is still ours.
+            drop(unsafe { Box::from_raw(arg as *mut F) });
+        }
+        made
+    };
+    made.map(|tid| JoinHandle { tid, state })
 }
 
 /// Frames kept free for the kernel itself: spawning stops before memory is this low, so the
@@ -127,6 +168,34 @@ pub(super) fn spawn_thread(
     pinned: Option<usize>,
     system_stack: bool,
 ) -> Result<u64, SpawnError> {
+    create_thread(
+        name,
+        kind,
+        policy,
+        entry,
+        arg,
+        join,
+        pinned,
+        system_stack,
+        None,
+    )
+}
+
+/// [`spawn_thread`], with `payload` (address and size, at most [`CLOSURE_ON_STACK_MAX`]
+/// bytes) copied to the top of the new stack: the thread then starts below it and `arg` is
+/// its address instead.
+#[allow(clippy::too_many_arguments)]
+fn create_thread(
+    name: &str,
+    kind: ThreadKind,
+    policy: StackPolicy,
+    entry: Entry,
+    arg: usize,
+    join: Option<Arc<JoinState>>,
+    pinned: Option<usize>,
+    system_stack: bool,
+    payload: Option<(*const u8, usize)>,
+) -> Result<u64, SpawnError> {
     let low = || {
         !system_stack
             && crate::mm::frame::free_pages()
@@ -153,10 +222,21 @@ pub(super) fn spawn_thread(
         return Err(SpawnError::OutOfMemory);
     };
     let raw = raw.as_ptr() as *mut Thread;
+    let (sp, arg) = match payload {
+        Some((src, len)) => {
+            debug_assert!(len <= CLOSURE_ON_STACK_MAX);
+            let at = (top - len as u64) & !(STACK_ALIGN as u64 - 1);
+            // SAFETY: [at, top) lies in the stack's initial page, mapped and published by
+            // `Stack::create`, which nothing else can reach yet; `src` holds `len` bytes.
+            unsafe { core::ptr::copy_nonoverlapping(src, at as *mut u8, len) };
+            (at, at as usize)
+        }
+        None => (top, arg),
+    };
     let mut context = TrapFrame::new_thread(
         thread_start as *const () as u64,
         entry as *const () as u64,
-        top,
+        sp,
         0,
     );
     context.x[1] = arg as u64;

@@ -183,8 +183,9 @@ impl Thread {
     pub(crate) fn new(tid: u64, name: &str, kind: ThreadKind, stack: Stack, start: Start) -> Self {
         let mut buf = [0u8; 15];
         let mut len = 0;
-        for (dst, c) in buf.iter_mut().zip(name.chars().filter(char::is_ascii)) {
-            *dst = c as u8;
+        // The ASCII characters of `name`: in UTF-8 those are exactly the bytes below 0x80.
+        for (dst, b) in buf.iter_mut().zip(name.bytes().filter(u8::is_ascii)) {
+            *dst = b;
             len += 1;
         }
         Self {

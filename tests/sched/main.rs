@@ -1,6 +1,6 @@
-//! The scheduler on the running machine: preemption, sleep, join, a thousand threads, CPU
-//! migration, thread faults, register preservation across preemption, park/unpark, kill and
-//! yield fairness.
+//! The scheduler on the running machine: preemption, sleep, join, closures reaching their
+//! threads, a thousand threads, CPU migration, thread faults, register preservation across
+//! preemption, park/unpark, kill and yield fairness.
 //!
 //! Booted by `make test` with -smp 1 and -smp 4 (see tests/qemu.toml). Every wait has a
 //! deadline, every time bound is generous (QEMU TCG on a loaded host), and every case checks
@@ -28,10 +28,12 @@ use dynstack::stack;
 use dynstack::sync::IrqMutex;
 use dynstack::testing::{run, TestResult};
 
+mod closures;
 mod join_faults;
 mod kill_fairness;
 mod registers_park;
 
+use closures::*;
 use join_faults::*;
 use kill_fairness::*;
 use registers_park::*;
@@ -44,6 +46,7 @@ fn main() {
         sleep_accuracy,
         sleep_under_load,
         join_many_memory_returns,
+        closures_reach_their_threads,
         thousand_threads_alive,
         threads_migrate_and_finish,
         fault_reported_kernel_continues,
