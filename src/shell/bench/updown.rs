@@ -35,7 +35,7 @@ pub(super) struct Sizes {
 }
 
 /// What reading the clock costs: the smallest of a few back-to-back pairs.
-fn clock_cost() -> u64 {
+pub(super) fn clock_cost() -> u64 {
     (0..16)
         .map(|_| {
             let t0 = now_ns();
