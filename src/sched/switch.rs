@@ -89,12 +89,26 @@ pub(super) fn switch_to_next(
     arm_timer(cpu, true);
 }
 
+/// [`TIME_SLICE_NS`] in counter ticks, worked out on first use: the counter's frequency is
+/// fixed from boot, and every context switch re-arms the timer (the conversion is a few
+/// dozen instructions of 128-bit arithmetic).
+fn slice_ticks() -> u64 {
+    static SLICE_TICKS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    let ticks = SLICE_TICKS.load(Ordering::Relaxed);
+    if ticks != 0 {
+        return ticks;
+    }
+    let ticks = timer::ns_to_ticks(TIME_SLICE_NS);
+    SLICE_TICKS.store(ticks, Ordering::Relaxed);
+    ticks
+}
+
 /// Programs this CPU's timer for the end of the slice or the first sleeper, whichever is first.
 pub(super) fn arm_timer(cpu: usize, new_slice: bool) {
     let now = timer::now();
     let mut q = QUEUES[cpu].lock();
     if new_slice || q.slice_end <= now {
-        q.slice_end = now + timer::ns_to_ticks(TIME_SLICE_NS);
+        q.slice_end = now + slice_ticks();
     }
     let mut deadline = q.slice_end;
     if let Some(wake) = q.sleepers.first_deadline() {
