@@ -246,8 +246,16 @@ pub fn exit() -> ! {
 }
 
 /// The control block of the thread running on this CPU.
+///
+/// IRQs are masked around the two loads: read unmasked, the thread could be preempted and
+/// moved to another CPU between reading its CPU's index and that CPU's `CURRENT`, and get
+/// whichever thread runs there by then (a join or a console read would then register that
+/// thread as the one to wake, and it may be freed long before the wake-up comes).
 pub fn current_ptr() -> *mut Thread {
-    CURRENT[cpu_index()].load(Ordering::Relaxed)
+    let daif = crate::arch::irq::save_and_disable();
+    let t = CURRENT[cpu_index()].load(Ordering::Relaxed);
+    crate::arch::irq::restore(daif);
+    t
 }
 
 /// The running thread's id.
@@ -286,11 +294,16 @@ pub fn mark_settled() {
 /// if nothing on its stack is read or written by any other thread (see `stack::park`).
 /// Workload threads are parkable from the start.
 pub fn set_parkable(parkable: bool) {
-    let _q = QUEUES[cpu_index()].lock();
-    // SAFETY: the current thread's control block, alive while it runs. `parkable` is read
-    // under its CPU's queue lock when it goes to sleep (and by trim, which only parks it
-    // asleep).
-    unsafe { (*current_ptr()).parkable.store(parkable, Ordering::Relaxed) };
+    // IRQs masked before the CPU is read, as in mark_settled.
+    let daif = crate::arch::irq::save_and_disable();
+    {
+        let _q = QUEUES[cpu_index()].lock();
+        // SAFETY: the current thread's control block, alive while it runs. `parkable` is
+        // read under its CPU's queue lock when it goes to sleep (and by trim, which only
+        // parks it asleep).
+        unsafe { (*current_ptr()).parkable.store(parkable, Ordering::Relaxed) };
+    }
+    crate::arch::irq::restore(daif);
 }
 
 /// The thread whose stack has arena slot `slot`: (tid, name, whether its stack is parked).
