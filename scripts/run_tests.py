@@ -458,7 +458,7 @@ def make_image(elf: str, out: Path, host: str) -> None:
 
 
 # Names of the test hooks (Cargo feature test-hooks) as they appear in an ELF's symbols.
-TEST_HOOK_SYMBOLS = (b"exhaust_exception_stack", b"inject_fault_in_growth_path", b"INJECT_FAULT")
+TEST_HOOK_SYMBOLS = (b"exhaust_exception_stack", b"inject_fault_in_growth_path", b"INJECT_FAULT", b"test_hooks")
 
 
 def check_no_test_hooks(board: str, elf: str) -> Result | None:

@@ -90,5 +90,7 @@ pub mod sched {
 pub mod stack;
 #[cfg(target_os = "none")]
 pub mod sync;
+#[cfg(all(target_os = "none", feature = "test-hooks"))]
+pub mod test_hooks;
 #[cfg(target_os = "none")]
 pub mod testing;

@@ -3,7 +3,8 @@
 //! Each subsystem keeps its own per-CPU state in arrays indexed by [`cpu_index`]; this module
 //! owns only the small block `TPIDR_EL1` points at (where the emergency stack the vector entry
 //! switches to when the exception stack overflows, the CPU's index, and the stack limit the
-//! `check` build's function-entry hook compares SP with). Calls nothing else.
+//! `check` build's function-entry hook compares SP with). Calls nothing else (test kernels:
+//! `test_hooks`, after every read).
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::{Readable, Writeable, TPIDR_EL1};
@@ -58,8 +59,21 @@ pub fn init_this_cpu(index: usize, mpidr: u64) {
 }
 
 /// Index of the calling CPU (0 = the boot CPU).
+///
+/// A thread that reads it with IRQs unmasked may be preempted and moved to another CPU right
+/// after: read it with IRQs masked wherever the answer must still hold when it is used (test
+/// kernels move a thread at exactly that point on request: `test_hooks::arm_migration`).
 #[inline(always)]
 pub fn cpu_index() -> usize {
+    let index = raw_cpu_index();
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::after_cpu_read();
+    index
+}
+
+/// [`cpu_index`] without the test kernels' migration trap (for the trap itself).
+#[inline(always)]
+pub(crate) fn raw_cpu_index() -> usize {
     let block = TPIDR_EL1.get() as *const PerCpu;
     // SAFETY: init_this_cpu set TPIDR_EL1 to a PER_CPU entry before any caller can run.
     unsafe { (*block).index.load(Ordering::Relaxed) }

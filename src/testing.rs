@@ -125,10 +125,22 @@ pub fn run_case(case: &TestCase) -> TestResult {
     })
 }
 
-/// Runs every case, prints the report and exits QEMU.
+/// Whether the command line leaves case `name` to run: every case, unless some
+/// `test.only=NAME` (repeatable) is given, for running one case by hand while developing
+/// (`make test` never passes it).
+fn selected(name: &str) -> bool {
+    let args = &crate::kernel::boot_info().args.ignored;
+    let mut only = args
+        .iter()
+        .filter_map(|a| a.strip_prefix("test.only="))
+        .peekable();
+    only.peek().is_none() || only.any(|o| o == name)
+}
+
+/// Runs every case (or those `test.only=` names), prints the report and exits QEMU.
 pub fn run(cases: &[TestCase]) -> ! {
     let (mut passed, mut failed) = (0u32, 0u32);
-    for case in cases {
+    for case in cases.iter().filter(|c| selected(c.name)) {
         match run_case(case) {
             Ok(()) => {
                 passed += 1;

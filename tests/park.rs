@@ -31,6 +31,7 @@ fn main() {
         parking_is_on,
         byte_for_byte,
         kill_and_exit_free_blocks,
+        kill_waits_for_a_park_in_progress,
         too_deep_is_trimmed_instead,
         touch_of_parked_stack,
         exhaustion_while_parked_threads_wake,
@@ -271,6 +272,85 @@ fn kill_and_exit_free_blocks() -> TestResult {
     check!(s.mapped_pages == base.mapped_pages, "pages left mapped");
     // Other CPUs may be refilling their reserves (frames taken, not yet counted) at any
     // instant: the count must come back, not be right at one instant.
+    check!(
+        wait_for(20_000, || MemorySnapshot::take().accounted()
+            == snap.accounted()),
+        "frames accounted for: {} before, {} after",
+        snap.accounted(),
+        MemorySnapshot::take().accounted()
+    );
+    Ok(())
+}
+
+static HELD_GO: AtomicBool = AtomicBool::new(false);
+
+fn held_blocker(_: usize) {
+    while !HELD_GO.load(Ordering::SeqCst) {
+        sched::yield_now();
+    }
+    blocker(0);
+}
+
+/// A thread killed while a park batch holds its stack's claim is freed only once the batch
+/// is done. The hook holds the batch that claimed it (claims taken, nothing parked yet); the
+/// kill retires the blocked thread and the reaper takes it out of the table, and must then
+/// wait for the claim in the control block. Before the fix it took a bitwise copy of the
+/// control block first and waited for the claim of the copy, which says "parking" forever:
+/// the kill never returned (with a claim still free in the copy, it would have freed the
+/// stack under the parker).
+fn kill_waits_for_a_park_in_progress() -> TestResult {
+    let base = stack::stats();
+    let snap = MemorySnapshot::take();
+    HELD_GO.store(false, Ordering::SeqCst);
+    let tid = spawn_workload("held", held_blocker, 0)?;
+    // SAFETY: alive under the table lock.
+    let slot =
+        sched::with_thread(tid, |t| unsafe { (*t).stack.slot() }).ok_or("the thread vanished")?;
+    dynstack::test_hooks::hold_park_batch_of(slot);
+    HELD_GO.store(true, Ordering::SeqCst);
+    let held = wait_for(60_000, dynstack::test_hooks::park_batch_held);
+    let killer = sched::spawn("killer", move || {
+        let _ = sched::kill(tid);
+    })
+    .map_err(|e| format!("spawn: {}", e))?;
+    // The reaper takes it out of the table before it waits for the claim.
+    let left_table = held && wait_for(60_000, || sched::with_thread(tid, |_| ()).is_none());
+    let kill_waited = !killer.is_finished();
+    dynstack::test_hooks::release_park_batch();
+    let returned = wait_for(60_000, || killer.is_finished());
+    if !returned {
+        // Said now: the reaper is stuck, so this case's own thread is never reaped and the
+        // harness never gets to print its result.
+        dynstack::println!(
+            "  kill_waits_for_a_park_in_progress: the kill never returned (the reaper waits \
+             for a claim that nobody will release)"
+        );
+    }
+    check!(held, "no park batch claimed the thread's stack");
+    check!(left_table, "the killed thread never left the table");
+    check!(
+        kill_waited,
+        "the kill returned while a park batch still held the thread's stack"
+    );
+    check!(
+        returned,
+        "the kill never returned once the park batch let go: the reaper waits for a claim \
+         that nobody will release"
+    );
+    killer.join();
+    let s = stack::stats();
+    check!(s.park.parked == base.park.parked, "{:?}", s.park);
+    check!(
+        s.park.parked_bytes == base.park.parked_bytes,
+        "{:?}",
+        s.park
+    );
+    check!(
+        s.stacks == base.stacks,
+        "{} stacks, {} before",
+        s.stacks,
+        base.stacks
+    );
     check!(
         wait_for(20_000, || MemorySnapshot::take().accounted()
             == snap.accounted()),

@@ -53,6 +53,8 @@ pub(super) fn end_killed(t: *mut Thread) {
 
 /// Queues a dead thread for the reaper and wakes it. Call with no run-queue lock held.
 pub(super) fn hand_to_reaper(t: *mut Thread) {
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::note_handed(t);
     {
         let mut z = ZOMBIES.lock();
         // SAFETY: dead, in no queue, not yet reaped; its link is the zombie list's now.

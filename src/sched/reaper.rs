@@ -50,6 +50,8 @@ pub(super) fn reaper_loop(_: usize) {
     let mut batch = stack::ReleaseBatch::with_room_for(REAP_BATCH);
     let mut joins = alloc::vec::Vec::with_capacity(REAP_BATCH);
     loop {
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::reaper_may_reap();
         let list = {
             let mut z = ZOMBIES.lock();
             core::mem::replace(&mut z.head, core::ptr::null_mut())

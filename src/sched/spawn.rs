@@ -302,6 +302,8 @@ pub(super) fn kick(cpu: usize) {
     let daif = crate::arch::irq::save_and_disable();
     if cpu != cpu_index() && IS_IDLE[cpu].load(Ordering::Acquire) {
         if let Some(k) = KICK.get() {
+            #[cfg(feature = "test-hooks")]
+            crate::test_hooks::note_kick(cpu);
             k(cpu);
         }
     }

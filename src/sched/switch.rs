@@ -74,6 +74,8 @@ pub(super) fn switch_to_next(
     // for the next tick.
     IS_IDLE[cpu].store(next == idle, Ordering::Release);
     drop(q);
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::queue_unlocked(cpu, next == idle);
     wake_reaper_if_asked();
     parker::wake_if_asked();
     // SAFETY: `next` is a live control block chosen above (or this CPU's idle thread).

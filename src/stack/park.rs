@@ -298,6 +298,11 @@ impl ParkBatch {
     /// and has the CPUs of these threads look at their queues again (one woken meanwhile
     /// waits there for its claim). Returns (stacks parked, pages freed).
     pub fn finish(&mut self) -> (u64, u64) {
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::park_batch_claimed(&mut self.claimed.iter().map(|&(stack, _)| {
+            // SAFETY: claimed (see `claim`), so the stack is valid.
+            unsafe { (*stack).slot() }
+        }));
         let mut parked = 0u64;
         let mut pages = 0u64;
         for i in 0..self.claimed.len() {

@@ -31,11 +31,13 @@ use dynstack::testing::{run, TestResult};
 mod closures;
 mod join_faults;
 mod kill_fairness;
+mod latent;
 mod registers_park;
 
 use closures::*;
 use join_faults::*;
 use kill_fairness::*;
+use latent::*;
 use registers_park::*;
 
 dynstack::kernel_main!(main);
@@ -57,6 +59,11 @@ fn main() {
         kill_running_thread,
         kill_does_not_wait_for_other_kills,
         yield_fairness,
+        current_ptr_survives_migration,
+        settle_and_parkable_read_cpu_masked,
+        exit_hands_over_after_switching_away,
+        wake_of_cpu_going_idle_kicks_it,
+        steal_skips_a_pinned_head,
     ])
 }
 

@@ -79,6 +79,7 @@ fn main() {
         overflow_flood,
         trim_then_regrow,
         trim_racing_wakeups,
+        trim_skips_dead_threads,
         exit_frees_everything,
         concurrent_growth_thousands,
         grown_pages_are_zeroed,

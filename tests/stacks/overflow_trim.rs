@@ -368,3 +368,53 @@ pub(crate) fn trim_racing_wakeups() -> TestResult {
     );
     check_clean(&base)
 }
+
+/// `trim_all` leaves a dead thread alone: its saved SP is stale (nothing saved it when it
+/// ended) and the reaper frees its stack whole. The reaper is held (test hook) so the thread
+/// stays in the table, dead, with the pages of a dive it came back from mapped below the
+/// shallow SP saved when it last yielded; trim must not touch them. Before the fix `trim_all`
+/// skipped only running threads and trimmed this one by its stale SP.
+pub(crate) fn trim_skips_dead_threads() -> TestResult {
+    dynstack::test_hooks::hold_reaper(true);
+    let r = trim_skips_dead_held();
+    dynstack::test_hooks::hold_reaper(false);
+    r?;
+    quiesce()
+}
+
+fn trim_skips_dead_held() -> TestResult {
+    let h = sched::spawn_with("dies-grown", StackPolicy::Dynamic, || {
+        let top = me().stack.top();
+        core::hint::black_box(dive(top - full_depth(), 11, &mut || {}));
+        // Saved here, near the top, with the pages of the dive still mapped below.
+        sched::yield_now();
+    })
+    .map_err(|e| format!("spawn: {}", e))?;
+    let tid = h.tid();
+    let dead = || {
+        sched::with_thread(tid, |t| {
+            // SAFETY: alive under the table lock (the reaper is held).
+            unsafe { (*t).state() }
+        }) == Some(ThreadState::Dead)
+    };
+    check!(wait_until(30_000, dead), "the thread did not end");
+    // SAFETY: alive under the table lock (the reaper is held).
+    let mapped = || sched::with_thread(tid, |t| unsafe { (*t).stack.mapped_bytes() });
+    let before = mapped().ok_or("the dead thread left the table with the reaper held")?;
+    check!(
+        before >= initial() + 2 * PAGE,
+        "the thread kept only {} bytes mapped: nothing a trim could take",
+        before
+    );
+    stack::trim_all();
+    let after = mapped().ok_or("the dead thread left the table with the reaper held")?;
+    dynstack::test_hooks::hold_reaper(false);
+    h.join();
+    check!(
+        after == before,
+        "trim_all trimmed a dead thread's stack by its stale saved SP: {} -> {} bytes mapped",
+        before,
+        after
+    );
+    Ok(())
+}
