@@ -123,7 +123,10 @@ pub(crate) fn settle_and_parkable_read_cpu_masked() -> TestResult {
     Ok(())
 }
 
+static SK_STARTED: AtomicBool = AtomicBool::new(false);
+
 fn spin_until_killed(_: usize) {
+    SK_STARTED.store(true, Ordering::SeqCst);
     while !sched::kill_requested() {
         core::hint::spin_loop();
     }
@@ -148,6 +151,7 @@ pub(crate) fn exit_hands_over_after_switching_away() -> TestResult {
     for h in hs {
         h.join();
     }
+    SK_STARTED.store(false, Ordering::SeqCst);
     let spinner = sched::spawn_raw(
         "spin-kill",
         ThreadKind::Workload,
@@ -158,7 +162,7 @@ pub(crate) fn exit_hands_over_after_switching_away() -> TestResult {
     )
     .map_err(|e| format!("spawn: {}", e))?;
     check!(
-        wait_for(30_000, || state_of(spinner) == Some(ThreadState::Running)),
+        wait_for(30_000, || SK_STARTED.load(Ordering::SeqCst)),
         "the spinner never ran"
     );
     check!(sched::kill(spinner) == Ok(1), "kill of the spinner");
