@@ -27,6 +27,7 @@
 //! | [`shell`] | the console user interface (host-tested behind its `Backend` trait) and, on the target, the kernel's backend, workloads, `bench` and `demo` | `cmdline`; the backend calls `sched`, `stack`, `mm` |
 //! | `percpu`, `sync` | which CPU am I (`TPIDR_EL1`); locks that mask IRQs and count themselves | `arch` |
 //! | [`rng`], `testing` | the seeded generator; the test kernels' harness | `sched`, `kernel::console` |
+//! | `test_hooks` | test kernels only (feature `test-hooks`): the holds and the migration trap that make races happen on request | `sched`, `arch` |
 //!
 //! # Who calls whom
 //!
