@@ -8,8 +8,9 @@ pub(super) fn save_current(frame: &TrapFrame, cpu: usize) -> *mut Thread {
     let t = CURRENT[cpu].load(Ordering::Relaxed);
     // SAFETY: the current thread's control block, alive while it is current here.
     let th = unsafe { &*t };
-    // SAFETY: this CPU holds the thread's stack claim (it ran here) until just below, so the
-    // registers are ours to write; it is not running while we hold its frame.
+    // SAFETY: this CPU holds the thread's stack claim (taken when it was switched in here)
+    // until just below, or it is this CPU's idle thread, which no other CPU ever switches:
+    // the registers are ours to write, and it is not running while we hold its frame.
     unsafe { *th.context_mut() = *frame };
     th.stack.release_claim();
     // An idle thread is never queued; it waits, ready, for its CPU to have nothing else.
