@@ -76,8 +76,33 @@ pub struct MemorySnapshot {
 }
 
 impl MemorySnapshot {
-    /// The counters now.
+    /// The counters now: read twice in a row until both reads agree on where the frames are,
+    /// since other CPUs move pages between their reserves and the frame allocator at any
+    /// time (an idle CPU's tick drains its reserve) and one read of the counters is not
+    /// atomic against that.
     pub fn take() -> Self {
+        let mut last = Self::take_once();
+        for _ in 0..1000 {
+            let now = Self::take_once();
+            if now.frames() == last.frames() {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
+    fn frames(&self) -> [u64; 5] {
+        [
+            self.free,
+            self.mapped,
+            self.reserve,
+            self.heap_pages,
+            self.tables,
+        ]
+    }
+
+    fn take_once() -> Self {
         let daif = crate::arch::irq::save_and_disable();
         let s = crate::stack::stats();
         let snap = Self {

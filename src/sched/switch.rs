@@ -144,6 +144,10 @@ pub fn on_timer_tick(frame: &mut TrapFrame) {
     QUEUE_LEN[cpu].store(q.len(), Ordering::Relaxed);
     let current = CURRENT[cpu].load(Ordering::Relaxed);
     let idle = is_idle_thread(current, cpu);
+    // The growth reserve drains here when memory is low or the CPU has gone quiet
+    // (stack::reserve::on_tick); it must know the stack it serves now.
+    // SAFETY: the current thread's control block, alive while it is current.
+    crate::stack::on_tick(cpu, now, unsafe { current.as_ref() }.map(|t| &t.stack));
     if (now >= q.slice_end && q.len() > 0)
         || (idle && (q.len() > 0 || any_queued()))
         || must_exit(current)

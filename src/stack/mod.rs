@@ -467,10 +467,14 @@ impl Stack {
 /// Called by the scheduler (exception context, claim held) before it switches a thread in.
 /// Returns false if memory could not be found; the thread must wait then.
 ///
-/// The reserve is filled to `kstack.max` pages (at most the bound) whatever the stack holds:
-/// that is what a parked stack needs (its top page and room to grow), and refilling after
-/// every growth or restore on the next switch-in keeps the zeroing of a page out of a parked
-/// thread's wake.
+/// While memory is plentiful the reserve is filled to `kstack.max` pages (at most the bound)
+/// whatever the stack holds: that is what a parked stack needs (its top page and room to
+/// grow), and refilling after every growth or restore on the next switch-in keeps the
+/// zeroing of a page out of a parked thread's wake. While memory is low
+/// ([`reserve::memory_low`]) a refill takes only what this stack can still map (`kstack.max`
+/// less its mapped pages; all of it for a parked stack, which has none mapped); a full
+/// reserve is not looked at here (the inline check below) but drains to what the running
+/// stack can still map at the next tick ([`on_tick`]). Both keep the guarantee below.
 ///
 /// The guarantee, exactly: a thread whose stack can grow by at most `RESERVE_MAX` more pages
 /// (every thread while `kstack.max - kstack.initial` ≤ 256 KiB) never takes a growth that
@@ -492,10 +496,25 @@ pub fn prepare_switch_in(cpu: usize, stack: &Stack) -> bool {
     refill_for_switch_in(cpu, stack)
 }
 
+/// The timer tick's part for stacks, on CPU `cpu` (exception context, IRQs masked):
+/// `current` is the stack of the thread the tick interrupted. Lets the CPU's reserve drain
+/// when memory is low or the CPU has gone quiet, keeping what a running dynamic stack can
+/// still map ([`reserve::on_tick`]).
+pub fn on_tick(cpu: usize, now: u64, current: Option<&Stack>) {
+    let can_map = current.filter(|s| s.policy == StackPolicy::Dynamic).map(|s| {
+        (max_pages() as usize).saturating_sub(s.mapped_pages.load(Ordering::Relaxed) as usize)
+    });
+    reserve::on_tick(cpu, now, can_map);
+}
+
 /// [`prepare_switch_in`] for a dynamic stack that needs something: a refill, a restore.
 #[inline(never)]
 fn refill_for_switch_in(cpu: usize, stack: &Stack) -> bool {
-    if reserve::fill(cpu, max_pages() as usize) && park::restore(cpu, stack) {
+    let mut need = max_pages() as usize;
+    if reserve::memory_low() {
+        need -= (stack.mapped_pages.load(Ordering::Relaxed) as usize).min(need);
+    }
+    if reserve::fill(cpu, need) && park::restore(cpu, stack) {
         true
     } else {
         SHORTAGES.fetch_add(1, Ordering::Relaxed);

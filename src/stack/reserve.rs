@@ -7,8 +7,17 @@
 //! Bounded: a reserve holds at most [`RESERVE_MAX`] pages (256 KiB), whatever `kstack.max`
 //! is. The scheduler fills it with what the incoming thread can still map, up to that bound;
 //! a deeper growth empties it and then waits for a refill (see `stack::on_fault`). Drained:
-//! a CPU filling its reserve while memory is low gives back everything above what the
-//! incoming thread needs. The pages held are counted (`reserve_kib=` in `stacks`).
+//! while memory is low a refill takes only what the incoming thread can still map ([`fill`])
+//! and each tick gives back what the running thread cannot map ([`on_tick`]); a CPU where
+//! for [`IDLE_DRAIN_NS`] no tick found a dynamic thread running and nothing was refilled
+//! gives back all of it at its next tick; the next dynamic thread switched in refills it.
+//! The pages held are counted (`reserve_kib=` in `stacks`).
+//!
+//! Why draining cannot race the fault path: every pop and push of a CPU's reserve (the fast
+//! path, `stack::on_fault`, the switch-in fill, trim's `put`, both drains) runs on that CPU
+//! with IRQs masked, so on one CPU they follow one another and no other CPU ever touches the
+//! reserve. A drain started from anywhere else (another CPU, or a thread with IRQs on that
+//! an interrupt could enter to fill or grow) would break that, so there is none.
 //!
 //! Calls `mm::frame` (to fill and drain).
 //!
@@ -26,15 +35,20 @@
 //! change to how the reserve is kept must keep this (or change the fast path with it).
 use alloc::vec::Vec;
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crate::percpu::MAX_CPUS;
 
 /// Most pages one CPU's reserve holds (256 KiB), whatever `kstack.max` is.
 pub const RESERVE_MAX: usize = 64;
 
-/// Free frames below which a filling CPU gives back what the incoming thread does not need.
+/// Free frames below which reserves keep only what their CPU's thread can still map.
 pub const LOW_WATER_PAGES: u64 = 1024;
+
+/// Whether memory is low enough that reserves keep only what their thread can still map.
+pub fn memory_low() -> bool {
+    crate::mm::frame::free_pages() < LOW_WATER_PAGES
+}
 
 /// One CPU's reserve: a fixed buffer of frame addresses allocated at boot, and how many of
 /// its entries hold pages.
@@ -47,6 +61,11 @@ pub(super) struct Reserve {
     cap: AtomicUsize,
     /// `cap` entries; `pages[..len]` are zeroed frames.
     pages: AtomicPtr<u64>,
+    /// Refills since boot (each [`fill`] is one), and the count and counter time at which a
+    /// tick last saw it change or a dynamic thread running ([`on_tick`]). Owner only.
+    fills: AtomicU64,
+    fills_seen: AtomicU64,
+    quiet_since: AtomicU64,
 }
 
 /// log2 of the size of one [`Reserve`] (the fast path indexes `RESERVES` by shifting).
@@ -63,6 +82,9 @@ pub(super) static RESERVES: [Reserve; MAX_CPUS] = [const {
         len: AtomicUsize::new(0),
         cap: AtomicUsize::new(0),
         pages: AtomicPtr::new(core::ptr::null_mut()),
+        fills: AtomicU64::new(0),
+        fills_seen: AtomicU64::new(0),
+        quiet_since: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 
@@ -99,12 +121,18 @@ pub fn is_full(cpu: usize) -> bool {
 /// Fills CPU `cpu`'s reserve up to `need` pages (at most its capacity). False if memory ran
 /// out first. While memory is low, pages above `need` go back to the frame allocator.
 pub fn fill(cpu: usize, need: usize) -> bool {
+    let fills = &RESERVES[cpu].fills;
+    fills.store(
+        fills.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
     let (pages, mut len, cap) = parts(cpu);
     let need = need.min(cap);
     // The common case on every switch-in: nothing to do.
     if len >= need {
-        if len > need && crate::mm::frame::free_pages() < LOW_WATER_PAGES {
-            drain_to(cpu, need);
+        if len > need && memory_low() {
+            let freed = drain_to(cpu, need);
+            LOW_DRAINED.fetch_add(freed as u64, Ordering::Relaxed);
         }
         return true;
     }
@@ -149,8 +177,69 @@ pub fn take_all(cpu: usize, n: usize, map: impl FnMut(u64)) -> bool {
     take(cpu, n, map) == n
 }
 
-/// Gives CPU `cpu`'s pages above `keep` back to the frame allocator (memory is low, or a test
-/// hook). On that CPU, IRQs masked; returns the pages given back.
+/// How long a CPU must go without switching a dynamic thread in before a tick drains its
+/// reserve: much longer than a time slice, so that threads that sleep and wake on an
+/// otherwise idle CPU keep finding their pages there, and short enough that an idle machine
+/// soon holds none.
+pub const IDLE_DRAIN_NS: u64 = 100_000_000;
+
+/// CPU `cpu`'s timer tick (exception context, IRQs masked, on CPU `cpu`, under that CPU's
+/// run-queue lock, which the switch-in fill also holds when it allocates): the drains that
+/// do not wait for a switch-in. `running_can_map` is what the thread the tick interrupted
+/// can still map: `Some(pages)` for a dynamic stack, `None` for a fixed one (this CPU's idle
+/// thread, a system thread), which needs no reserve. `now` is the tick's counter reading.
+///
+/// - Memory low: the reserve keeps only what the running thread can still map and gives
+///   the rest back. A switch-in finding the reserve full does not look at it (the
+///   scheduler's inline check), so this is where a full reserve drains, within a tick of
+///   memory running low.
+/// - Quiet: when for [`IDLE_DRAIN_NS`] no tick here found a dynamic thread running and no
+///   switch-in refilled the reserve, all of it goes back (never under a dynamic thread).
+///
+/// Keeping what the running thread can still map keeps the guarantee its switch-in gave
+/// (see `stack::prepare_switch_in`). Returns the pages given back.
+pub fn on_tick(cpu: usize, now: u64, running_can_map: Option<usize>) -> usize {
+    let r = &RESERVES[cpu];
+    let fills = r.fills.load(Ordering::Relaxed);
+    if running_can_map.is_some() || fills != r.fills_seen.load(Ordering::Relaxed) {
+        r.fills_seen.store(fills, Ordering::Relaxed);
+        r.quiet_since.store(now, Ordering::Relaxed);
+    }
+    let low = memory_low();
+    let keep = if low {
+        running_can_map.unwrap_or(0)
+    } else if running_can_map.is_none()
+        && now.wrapping_sub(r.quiet_since.load(Ordering::Relaxed))
+            >= crate::arch::timer::ns_to_ticks(IDLE_DRAIN_NS)
+    {
+        0
+    } else {
+        return 0;
+    };
+    if pages(cpu) <= keep {
+        return 0;
+    }
+    let freed = drain_to(cpu, keep);
+    let counter = if low { &LOW_DRAINED } else { &IDLE_DRAINED };
+    counter.fetch_add(freed as u64, Ordering::Relaxed);
+    freed
+}
+
+/// Pages given back by [`on_tick`] since boot.
+static IDLE_DRAINED: AtomicU64 = AtomicU64::new(0);
+/// Pages given back because memory was low ([`fill`], [`on_tick`]), since boot.
+static LOW_DRAINED: AtomicU64 = AtomicU64::new(0);
+
+/// Pages the reserves gave back since boot: (idle CPUs, memory low).
+pub fn drained_pages() -> (u64, u64) {
+    (
+        IDLE_DRAINED.load(Ordering::Relaxed),
+        LOW_DRAINED.load(Ordering::Relaxed),
+    )
+}
+
+/// Gives CPU `cpu`'s pages above `keep` back to the frame allocator (memory is low, the CPU
+/// is idle, or a test hook). On that CPU, IRQs masked; returns the pages given back.
 pub fn drain_to(cpu: usize, keep: usize) -> usize {
     let held = pages(cpu);
     let mut freed = 0;

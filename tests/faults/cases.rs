@@ -235,6 +235,9 @@ pub(crate) fn exhaustion_controller() -> TestResult {
     let mut tids: Vec<u64> = Vec::with_capacity(capacity);
     // Phase 5 picks its victims when free memory is 0: no allocation may happen then.
     let mut victims: Vec<u64> = Vec::with_capacity(16);
+    // Frames that come free after spawning failed (CPUs that fall quiet give their reserves
+    // back), taken away for the "late" spawn below: room made now, while memory is there.
+    let mut late_frames: Vec<u64> = Vec::with_capacity(64 * dynstack::percpu::MAX_CPUS + 256);
     dynstack::println!(
         "  free {} KiB (ballast {} KiB), kstack.max {} KiB: spawning until it fails",
         base.free * 4,
@@ -272,11 +275,22 @@ pub(crate) fn exhaustion_controller() -> TestResult {
         spawn_error
     );
     check!(n >= 100, "only {} threads could be spawned", n);
-    // A closure thread fails as cleanly.
+    // A closure thread fails as cleanly, with every free frame taken (memory may have come
+    // back since spawning failed: reserves of CPUs gone quiet drain).
+    while late_frames.len() < late_frames.capacity() {
+        match frame::alloc(1) {
+            Some(pa) => late_frames.push(pa),
+            None => break,
+        }
+    }
     let r = sched::spawn("late", || {});
+    for &pa in &late_frames {
+        frame::free(pa, 1);
+    }
     check!(
         r.is_err(),
-        "spawn succeeded after spawn_raw failed for lack of memory"
+        "spawn succeeded after spawn_raw failed for lack of memory ({} frames had come free since)",
+        late_frames.len()
     );
     let after_spawn = Snap::take();
     dynstack::println!(
@@ -462,4 +476,230 @@ pub(crate) fn exhaustion_controller() -> TestResult {
         frame::free(pa, count);
     }
     Ok(())
+}
+
+/// The per-CPU reserves give their pages back. Memory low: two dynamic threads pinned to one
+/// CPU take turns, and the one that records reads that CPU's reserve right after each of its
+/// switch-ins: `kstack.max` pages (at most the bound) while memory is plentiful, and soon
+/// (at that CPU's next tick) only what it can still map (`kstack.max` less its mapped
+/// pages) once free memory is below the low-water mark, the rest given back. Idle: a
+/// dynamic thread fills another CPU's reserve and parks; with no dynamic thread switched in
+/// there any more, a tick must drain that CPU's reserve to nothing (checked on a CPU the
+/// watchdog, which never sleeps, does not run on; with one CPU there is none: it could
+/// drain there too, the watchdog being fixed, but it may share it with dynamic threads).
+pub(crate) fn reserves_drain() -> TestResult {
+    use stack::reserve;
+    beat("setting up");
+    let max_pages = stack::config().max as u64 / PAGE;
+    let cap = max_pages.min(reserve::RESERVE_MAX as u64);
+    check!(max_pages > 1, "kstack.max is one page: nothing to drain");
+    let cpus: Vec<usize> = (0..dynstack::percpu::MAX_CPUS)
+        .filter(|&c| sched::is_online(c))
+        .collect();
+    let c = *cpus.last().expect("an online CPU");
+    let (idle_before, low_before) = reserve::drained_pages();
+
+    // Memory low.
+    const NONE: u64 = u64::MAX;
+    let stop = alloc::sync::Arc::new(AtomicBool::new(false));
+    let low = alloc::sync::Arc::new(AtomicBool::new(false));
+    let plenty_seen = alloc::sync::Arc::new(AtomicU64::new(NONE));
+    let low_seen = alloc::sync::Arc::new(AtomicU64::new(NONE));
+    let low_need = alloc::sync::Arc::new(AtomicU64::new(NONE));
+    let recorder = {
+        let (stop, low, plenty_seen, low_seen, low_need) = (
+            stop.clone(),
+            low.clone(),
+            plenty_seen.clone(),
+            low_seen.clone(),
+            low_need.clone(),
+        );
+        sched::spawn_pinned("recorder", StackPolicy::Dynamic, c, move || {
+            while !stop.load(Ordering::SeqCst) {
+                // Memory low before the yield and still low after it: the switch-in that
+                // just brought this thread back found it low too.
+                let is_low = low.load(Ordering::SeqCst) && reserve::memory_low();
+                sched::yield_now();
+                let daif = dynstack::arch::irq::save_and_disable();
+                let still_low = reserve::memory_low();
+                let held = reserve::pages(c) as u64;
+                // SAFETY: the running thread's control block.
+                let mapped = unsafe { (*sched::current_ptr()).stack.mapped_bytes() } / PAGE;
+                dynstack::arch::irq::restore(daif);
+                if is_low && still_low {
+                    low_need.store(max_pages.saturating_sub(mapped).min(cap), Ordering::SeqCst);
+                    low_seen.store(held, Ordering::SeqCst);
+                } else {
+                    plenty_seen.store(held, Ordering::SeqCst);
+                }
+            }
+        })
+        .map_err(|e| format!("spawn: {}", e))?
+    };
+    let partner = {
+        let stop = stop.clone();
+        sched::spawn_pinned("partner", StackPolicy::Dynamic, c, move || {
+            while !stop.load(Ordering::SeqCst) {
+                sched::yield_now();
+            }
+        })
+        .map_err(|e| format!("spawn: {}", e))?
+    };
+    let result = (|| -> TestResult {
+        let end = now_ms() + 45_000;
+        while plenty_seen.load(Ordering::SeqCst) == NONE {
+            check!(now_ms() < end, "the recorder never ran");
+            nap(5, "waiting for the recorder");
+        }
+        check!(
+            plenty_seen.load(Ordering::SeqCst) == cap,
+            "memory plentiful: CPU {}'s reserve held {} pages after a switch-in, not {}",
+            c,
+            plenty_seen.load(Ordering::SeqCst),
+            cap
+        );
+        // Several ballasts: one holds at most a few thousand runs, and free memory may be
+        // single pages by now. Well below the mark, and taken again whenever the kernel
+        // gives memory back meanwhile (a heap chunk that empties is 512 pages).
+        let mut ballast = Vec::with_capacity(64);
+        let take_ballast = |ballast: &mut Vec<Ballast>| {
+            while !reserve::memory_low() && ballast.len() < ballast.capacity() {
+                ballast.push(Ballast::take_all_but(reserve::LOW_WATER_PAGES / 8));
+            }
+        };
+        take_ballast(&mut ballast);
+        check!(
+            reserve::memory_low(),
+            "could not bring free memory below the low-water mark ({} pages free)",
+            frame::free_pages()
+        );
+        low.store(true, Ordering::SeqCst);
+        // A full reserve drains at the CPU's next tick, a refill takes only what is needed:
+        // either way, soon after memory ran low the recorder finds only what it can map.
+        let end = now_ms() + 45_000;
+        while low_seen.load(Ordering::SeqCst) == NONE
+            || low_seen.load(Ordering::SeqCst) != low_need.load(Ordering::SeqCst)
+        {
+            if now_ms() >= end {
+                break;
+            }
+            nap(5, "waiting for the recorder, memory low");
+            take_ballast(&mut ballast);
+        }
+        drop(ballast);
+        let (seen, need) = (
+            low_seen.load(Ordering::SeqCst),
+            low_need.load(Ordering::SeqCst),
+        );
+        check!(seen != NONE, "the recorder never ran with memory low");
+        dynstack::println!(
+            "  CPU {}: reserve {} pages with memory plentiful, {} with memory low (the recorder can still map {})",
+            c,
+            cap,
+            seen,
+            need
+        );
+        check!(
+            seen == need,
+            "memory low for 45 s: CPU {}'s reserve still held {} pages after a switch-in, not {}",
+            c,
+            seen,
+            need
+        );
+        if need < cap {
+            check!(
+                reserve::drained_pages().1 > low_before,
+                "no page was counted as given back while memory was low"
+            );
+        }
+        Ok(())
+    })();
+    stop.store(true, Ordering::SeqCst);
+    recorder.join();
+    partner.join();
+    result?;
+
+    // Idle.
+    let watchdog_cpu = || {
+        let mut cpu = None;
+        sched::for_each_thread(usize::MAX, &mut |t| {
+            if t.name() == "watchdog" {
+                cpu = Some(t.cpu.load(Ordering::Relaxed) as usize);
+            }
+        });
+        cpu
+    };
+    let Some(&c) = cpus.iter().rev().find(|&&c| Some(c) != watchdog_cpu()) else {
+        dynstack::println!(
+            "  one CPU, kept busy by the watchdog: the idle drain is checked with more"
+        );
+        return Ok(());
+    };
+    let release = alloc::sync::Arc::new(AtomicBool::new(false));
+    let filled = alloc::sync::Arc::new(AtomicU64::new(NONE));
+    let sleeper = {
+        let (release, filled) = (release.clone(), filled.clone());
+        sched::spawn_pinned("drainee", StackPolicy::Dynamic, c, move || {
+            let daif = dynstack::arch::irq::save_and_disable();
+            let held = reserve::pages(c) as u64;
+            dynstack::arch::irq::restore(daif);
+            filled.store(held, Ordering::SeqCst);
+            while !release.load(Ordering::SeqCst) {
+                sched::park();
+            }
+        })
+        .map_err(|e| format!("spawn: {}", e))?
+    };
+    let result = (|| -> TestResult {
+        let end = now_ms() + 45_000;
+        while filled.load(Ordering::SeqCst) == NONE {
+            check!(now_ms() < end, "the drainee never ran");
+            nap(5, "waiting for the drainee");
+        }
+        check!(
+            filled.load(Ordering::SeqCst) == cap,
+            "CPU {}'s reserve held {} pages when the drainee ran, not {}",
+            c,
+            filled.load(Ordering::SeqCst),
+            cap
+        );
+        let end = now_ms() + 45_000;
+        while reserve::pages(c) != 0 {
+            if now_ms() >= end {
+                sched::for_each_thread(usize::MAX, &mut |t| {
+                    if t.cpu.load(Ordering::Relaxed) as usize == c {
+                        dynstack::println!(
+                            "  on CPU {}: thread {} ({}) {:?}",
+                            c,
+                            t.tid,
+                            t.name(),
+                            t.state()
+                        );
+                    }
+                });
+            }
+            check!(
+                now_ms() < end,
+                "CPU {} kept {} reserve pages for 45 s with its only dynamic thread parked (watchdog on CPU {:?})",
+                c,
+                reserve::pages(c),
+                watchdog_cpu()
+            );
+            nap(5, "waiting for an idle CPU's reserve to drain");
+        }
+        check!(
+            reserve::drained_pages().0 >= idle_before + cap,
+            "the idle drains were not counted"
+        );
+        dynstack::println!(
+            "  CPU {}: reserve of {} pages drained once it was idle",
+            c,
+            cap
+        );
+        Ok(())
+    })();
+    release.store(true, Ordering::SeqCst);
+    wake_all_named("drainee");
+    sleeper.join();
+    result
 }

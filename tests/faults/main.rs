@@ -89,6 +89,10 @@ fn main() {
             name: "memory_exhaustion",
             run: || fixed_controller("memory_exhaustion", exhaustion_controller),
         },
+        TestCase {
+            name: "reserves_drain",
+            run: || fixed_controller("reserves_drain", reserves_drain),
+        },
     ];
     run(cases)
 }
