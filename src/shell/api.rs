@@ -117,7 +117,8 @@ pub struct StackStats {
     /// Bytes the thread control blocks take in total: the pages of their slab cache.
     pub tcb_total_bytes: u64,
     /// Zeroed pages held in the per-CPU growth reserves, in KiB: stack memory that no stack
-    /// maps yet (shown beside the savings, which count mapped stacks and parked copies).
+    /// maps yet, held for the growth of the threads the CPUs run (counted in the savings with
+    /// mapped stacks and parked copies).
     pub reserve_kib: u64,
     /// Page-table bytes one stack costs: its share of the last-level table that serves it
     /// and its neighbours (the tables stay when threads exit, so `pt_kib / threads` is not it).

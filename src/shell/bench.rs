@@ -556,6 +556,9 @@ fn density_after_fixed(plan: &Plan, out: &mut dyn Write) {
 }
 
 /// Stack memory (KiB) the threads started since `base` hold: mapped pages and parked copies.
+/// The per-CPU reserves are left out here (`stacks` counts them): they do not grow with the
+/// threads (at most 64 pages a CPU), and whether a CPU holds its pages at an instant depends
+/// only on whether a tick found it idle just before (`stack::reserve::drain_idle`).
 fn held_kib_since(base: &stack::Stats) -> u64 {
     let s = stack::stats();
     s.mapped_pages.saturating_sub(base.mapped_pages) * 4

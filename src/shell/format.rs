@@ -2,9 +2,10 @@
 //! computed in integers, human-readable sizes, aligned tables.
 use super::*;
 
-/// `100 × (1 − held / fixed)` (held: mapped pages plus parked copies) with one decimal, rounded half away from zero, computed in
-/// integers so the host and the soft-float kernel print the same digits. `0.0` when there is
-/// nothing to compare against.
+/// `100 × (1 − held / fixed)` with one decimal, rounded half away from zero, computed in
+/// integers so the host and the soft-float kernel print the same digits (`stacks` passes as
+/// held its mapped pages, parked copies and reserve pages). `0.0` when there is nothing to
+/// compare against.
 pub fn savings_pct(held_kib: u64, fixed_equiv_kib: u64) -> Tenths {
     if fixed_equiv_kib == 0 {
         return Tenths(0);
@@ -21,6 +22,16 @@ pub fn savings_pct(held_kib: u64, fixed_equiv_kib: u64) -> Tenths {
 pub struct Tenths(i128);
 
 impl Tenths {
+    /// The same magnitude, never negative.
+    pub(super) fn abs(self) -> Tenths {
+        Tenths(self.0.abs())
+    }
+
+    /// Whether it is below zero.
+    pub(super) fn is_negative(self) -> bool {
+        self.0 < 0
+    }
+
     /// `a / b` in tenths, rounded half up; `0` when `b` is zero.
     pub(super) fn ratio(a: u64, b: u64) -> Tenths {
         if b == 0 {

@@ -260,12 +260,18 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
         format!("{} KiB", s.tcb_total_bytes / 1024),
     ]);
     table.row([
+        String::from("growth reserves (per CPU)"),
+        per_thread(s.reserve_kib),
+        format!("{} KiB", s.reserve_kib),
+    ]);
+    table.row([
         String::from("all of the above"),
         if n == 0 {
             String::from("-")
         } else {
             let bytes = u128::from(s.mapped_kib) * 1024 / u128::from(n)
                 + u128::from(s.parked_bytes / n)
+                + u128::from(s.reserve_kib) * 1024 / u128::from(n)
                 + u128::from(s.pt_bytes_per_thread)
                 + u128::from(s.tcb_total_bytes / n);
             format!("{bytes} B")
@@ -274,6 +280,7 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
             "{} KiB",
             u128::from(s.mapped_kib)
                 + u128::from(s.parked_kib())
+                + u128::from(s.reserve_kib)
                 + u128::from(s.pt_kib)
                 + u128::from(s.tcb_total_bytes) / 1024
         ),
@@ -288,21 +295,26 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
         format!("{LINUX_STACK_KIB}.0 KiB"),
         format!("{} KiB", u128::from(n) * u128::from(LINUX_STACK_KIB)),
     ]);
-    table.row([
-        String::from("growth reserves (per CPU)"),
-        String::from("-"),
-        format!("{} KiB", s.reserve_kib),
-    ]);
     table.print(out);
-    // The console contract's savings: mapped stacks and parked copies. The reserves' pages
-    // (stack memory not mapped yet) are shown beside it, in the table and `reserve_kib=`.
-    let held = s.mapped_kib.saturating_add(s.parked_kib());
+    // The console contract's savings: what stacks hold against fully mapped ones. Held are
+    // the mapped pages, the parked copies and the reserves' pages: those are stack memory
+    // too (zeroed pages kept for growth; fixed stacks need none), so they count.
+    let held = s
+        .mapped_kib
+        .saturating_add(s.parked_kib())
+        .saturating_add(s.reserve_kib);
     let savings = savings_pct(held, s.fixed_equiv_kib);
     if n > 0 {
         let linux = savings_pct(held, n.saturating_mul(LINUX_STACK_KIB));
+        // Negative savings (reserve pages held while only fixed stacks are left) read as more.
+        let than = |p: Tenths| if p.is_negative() { "more" } else { "less" };
         say!(
             out,
-            "stacks hold {savings}% less than fully mapped, {linux}% less than Linux's"
+            "stacks hold {}% {} than fully mapped, {}% {} than Linux's",
+            savings.abs(),
+            than(savings),
+            linux.abs(),
+            than(linux)
         );
     }
     say!(

@@ -386,6 +386,39 @@ fn stacks_summary_and_breakdown() {
     // 819 B of stack + 102 B of copies + 40 B of table + 320 B of control block.
     assert!(out.contains("1281 B"), "{out}");
     assert!(out.contains("parked now 800"), "{out}");
+
+    // Reserve pages are held stack memory: 100 × (1 − (800 + 100 + 64) / 16000) = 93.975.
+    fake.stacks.reserve_kib = 64;
+    let out = exec(&mut fake, "stacks");
+    assert_eq!(
+        only_summary(&out, "STACKS"),
+        "STACKS threads=1000 mapped_kib=800 fixed_equiv_kib=16000 savings_pct=94.0 \
+         grow_faults=0 overflows=0 oom_kills=0 trimmed_kib=0 pt_kib=0 parked=800 parked_kib=100 \
+         misses=0 grow_ahead=0 reserve_kib=64"
+    );
+    // 64 KiB over 1000 threads: 0.1 KiB (65 B) each, in the breakdown and its sum.
+    assert!(out.contains("0.1 KiB"), "{out}");
+    assert!(out.contains("1346 B"), "{out}");
+    assert!(out.contains("94.0% less than fully mapped"), "{out}");
+
+    // Only fixed stacks (the system threads after `kill all`) and a reserve still held:
+    // the reserve is more than fixed stacks would hold, so the savings are negative.
+    fake.stacks = StackStats {
+        threads: 4,
+        mapped_kib: 64,
+        fixed_equiv_kib: 64,
+        reserve_kib: 16,
+        ..StackStats::default()
+    };
+    let out = exec(&mut fake, "stacks");
+    assert!(
+        only_summary(&out, "STACKS").contains(" savings_pct=-25.0 "),
+        "{out}"
+    );
+    assert!(
+        out.contains("stacks hold 25.0% more than fully mapped, 25.0% more than Linux's"),
+        "{out}"
+    );
 }
 
 #[test]
