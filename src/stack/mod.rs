@@ -501,9 +501,11 @@ pub fn prepare_switch_in(cpu: usize, stack: &Stack) -> bool {
 /// when memory is low or the CPU has gone quiet, keeping what a running dynamic stack can
 /// still map ([`reserve::on_tick`]).
 pub fn on_tick(cpu: usize, now: u64, current: Option<&Stack>) {
-    let can_map = current.filter(|s| s.policy == StackPolicy::Dynamic).map(|s| {
-        (max_pages() as usize).saturating_sub(s.mapped_pages.load(Ordering::Relaxed) as usize)
-    });
+    let can_map = current
+        .filter(|s| s.policy == StackPolicy::Dynamic)
+        .map(|s| {
+            (max_pages() as usize).saturating_sub(s.mapped_pages.load(Ordering::Relaxed) as usize)
+        });
     reserve::on_tick(cpu, now, can_map);
 }
 
