@@ -4,7 +4,6 @@
 //! UART interrupt fills. Output is serialised by a lock so lines from different CPUs do not
 //! interleave; a panic report bypasses the lock if its holder is the CPU that panicked.
 //! Calls `sync` and `sched` (to wake the thread waiting for input).
-use alloc::string::String;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
@@ -125,28 +124,62 @@ pub fn write_fmt_emergency(args: fmt::Arguments) {
 /// is typed) goes out at [`flush`], which [`read_byte`] calls before it waits.
 pub struct Console;
 
-/// What [`Console`] has been given since its last complete line.
-static PENDING: IrqMutex<String> = IrqMutex::new(String::new());
+/// Most bytes of an unfinished line [`Console`] keeps; a longer one goes out in pieces.
+const PENDING_MAX: usize = 512;
+
+/// What [`Console`] has been given since its last complete line: a fixed buffer, so that
+/// console output needs no memory (the shell must still print when the heap is full).
+struct Pending {
+    buf: [u8; PENDING_MAX],
+    len: usize,
+}
+
+impl Pending {
+    fn as_str(&self) -> &str {
+        // Whole `str`s are appended, so the bytes are always UTF-8.
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+
+    /// Appends `s`, or writes what is pending and `s` out now if they do not fit.
+    fn push(&mut self, s: &str) {
+        if self.len + s.len() > PENDING_MAX {
+            write_fmt(format_args!("{}{}", self.as_str(), s));
+            self.len = 0;
+            return;
+        }
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+        self.len += s.len();
+    }
+}
+
+static PENDING: IrqMutex<Pending> = IrqMutex::new(Pending {
+    buf: [0; PENDING_MAX],
+    len: 0,
+});
 
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        // The pending lock is held while the lines go out (then the output lock, always in
+        // this order), so that pieces from two writers cannot swap places.
         let mut pending = PENDING.lock();
-        pending.push_str(s);
-        let Some(end) = pending.rfind('\n') else {
-            return Ok(());
-        };
-        let lines: String = pending.drain(..=end).collect();
-        drop(pending);
-        write_fmt(format_args!("{}", lines));
+        match s.rfind('\n') {
+            Some(end) => {
+                write_fmt(format_args!("{}{}", pending.as_str(), &s[..=end]));
+                pending.len = 0;
+                pending.push(&s[end + 1..]);
+            }
+            None => pending.push(s),
+        }
         Ok(())
     }
 }
 
 /// Writes out what [`Console`] holds of an unfinished line.
 pub fn flush() {
-    let rest = core::mem::take(&mut *PENDING.lock());
-    if !rest.is_empty() {
-        write_fmt(format_args!("{}", rest));
+    let mut pending = PENDING.lock();
+    if pending.len > 0 {
+        write_fmt(format_args!("{}", pending.as_str()));
+        pending.len = 0;
     }
 }
 

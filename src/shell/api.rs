@@ -17,7 +17,7 @@ pub struct MemInfo {
 }
 
 /// One CPU of the machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuRow {
     /// Logical CPU number, as the scheduler counts.
     pub index: usize,
@@ -27,14 +27,43 @@ pub struct CpuRow {
     pub state: &'static str,
 }
 
-/// The CPUs the kernel knows about.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Most CPUs a [`CpuInfo`] lists.
+pub const MAX_CPU_ROWS: usize = 16;
+
+/// The CPUs the kernel knows about, held inline (no heap: `cpus` prints with memory out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuInfo {
     /// CPUs running the scheduler.
     pub online: usize,
-    /// Every CPU, online or not.
-    pub cpus: Vec<CpuRow>,
+    rows: [CpuRow; MAX_CPU_ROWS],
+    count: usize,
 }
+
+impl CpuInfo {
+    /// No CPUs listed yet, `online` of them running the scheduler.
+    pub fn new(online: usize) -> Self {
+        Self {
+            online,
+            ..Self::default()
+        }
+    }
+
+    /// Lists one more CPU (ignored beyond [`MAX_CPU_ROWS`]).
+    pub fn push(&mut self, row: CpuRow) {
+        if let Some(slot) = self.rows.get_mut(self.count) {
+            *slot = row;
+            self.count += 1;
+        }
+    }
+
+    /// Every CPU listed, online or not.
+    pub fn cpus(&self) -> &[CpuRow] {
+        &self.rows[..self.count]
+    }
+}
+
+/// A short message from the kernel (why a spawn or a kill failed), held inline.
+pub type Message = Text<96>;
 
 /// A thread's name as `ps` shows it: at most 15 ASCII bytes, held inline so that rows can
 /// be copied out of the thread table without allocating.
@@ -92,7 +121,7 @@ pub struct SpawnReport {
     /// Threads that could not be started.
     pub failed: usize,
     /// Why the first failure happened, when there was one.
-    pub reason: Option<String>,
+    pub reason: Option<Message>,
 }
 
 /// Stack memory now, summed over all threads (O(1) counters in the kernel).
@@ -175,7 +204,7 @@ pub trait Backend {
     ///
     /// Why no thread could be killed (e.g. "no thread 42", "thread 3 is not a workload
     /// thread"); nothing changed then.
-    fn kill(&mut self, target: &KillTarget) -> Result<u64, String>;
+    fn kill(&mut self, target: &KillTarget) -> Result<u64, Message>;
     /// Runs the benchmarks of `plan`, printing one `BENCH name=...` line each.
     fn bench(&mut self, plan: BenchPlan, out: &mut dyn Write);
     /// Runs the showcase.

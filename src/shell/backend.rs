@@ -2,8 +2,6 @@
 //! stacks and memory, and the main function of the dynstack binary.
 //!
 //! Owns nothing but the glue; calls `sched`, `stack`, `mm`, `workload` and `kernel`.
-use alloc::format;
-use alloc::string::String;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,7 +10,8 @@ use crate::cmdline::StackPolicy;
 use crate::shell::command::{BenchPlan, KillTarget, Profile};
 use crate::shell::workload;
 use crate::shell::{
-    self, Backend, CpuInfo, CpuRow, MemInfo, SpawnReport, StackStats, ThreadName, ThreadRow,
+    self, Backend, CpuInfo, CpuRow, MemInfo, Message, SpawnReport, StackStats, ThreadName,
+    ThreadRow,
 };
 use crate::{kernel, sched, stack};
 
@@ -72,13 +71,15 @@ impl Backend for KernelBackend {
 
     fn cpus(&self) -> CpuInfo {
         let info = kernel::boot_info();
-        let cpus = info
+        let mut cpus = CpuInfo::new(sched::online_count());
+        for (index, c) in info
             .machine
             .cpus
             .iter()
             .take(crate::percpu::MAX_CPUS)
             .enumerate()
-            .map(|(index, c)| CpuRow {
+        {
+            cpus.push(CpuRow {
                 index,
                 mpidr: c.mpidr,
                 state: if sched::is_online(index) {
@@ -86,12 +87,9 @@ impl Backend for KernelBackend {
                 } else {
                     "offline"
                 },
-            })
-            .collect();
-        CpuInfo {
-            online: sched::online_count(),
-            cpus,
+            });
         }
+        cpus
     }
 
     fn threads(&self, limit: usize, row: &mut dyn FnMut(&ThreadRow)) -> usize {
@@ -153,13 +151,10 @@ impl Backend for KernelBackend {
             ) {
                 Ok(_) => created += 1,
                 Err(e) => {
-                    // Memory may be out: the reason is written only if its bytes can be had
-                    // (`spawn` then prints a fixed text instead).
-                    let mut text = String::new();
-                    if text.try_reserve(64).is_ok() {
-                        let _ = write!(text, "{} after {} threads", e, created);
-                        reason = Some(text);
-                    }
+                    // Memory may be out: the reason is written inline, not on the heap.
+                    let mut text = Message::new();
+                    let _ = write!(text, "{} after {} threads", e, created);
+                    reason = Some(text);
                     break;
                 }
             }
@@ -228,7 +223,7 @@ impl Backend for KernelBackend {
         stack::trim_all() * 4
     }
 
-    fn kill(&mut self, target: &KillTarget) -> Result<u64, String> {
+    fn kill(&mut self, target: &KillTarget) -> Result<u64, Message> {
         match target {
             KillTarget::All => {
                 let mut out = crate::kernel::console::Console;
@@ -237,7 +232,11 @@ impl Backend for KernelBackend {
                     progress.update(&mut out, "killed", done as u64, total as u64)
                 }))
             }
-            KillTarget::Tid(tid) => sched::kill(*tid).map_err(|e| format!("{}", e)),
+            KillTarget::Tid(tid) => sched::kill(*tid).map_err(|e| {
+                let mut text = Message::new();
+                let _ = write!(text, "{}", e);
+                text
+            }),
         }
     }
 

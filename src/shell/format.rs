@@ -47,9 +47,11 @@ impl fmt::Display for Tenths {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sign = if self.0 < 0 { "-" } else { "" };
         let v = self.0.unsigned_abs();
-        let text = format!("{sign}{}.{}", v / 10, v % 10);
+        // Built in a fixed buffer (no heap: `stacks` must print with memory out), then
         // `pad` so that width and alignment in a format string apply to the whole number.
-        f.pad(&text)
+        let mut text = Text::<48>::new();
+        let _ = write!(text, "{sign}{}.{}", v / 10, v % 10);
+        f.pad(text.as_str())
     }
 }
 
@@ -80,57 +82,134 @@ pub(super) fn plural(n: u64, one: &'static str, many: &'static str) -> &'static 
     }
 }
 
-/// A table whose columns are as wide as their widest cell, numbers right-aligned.
-pub(super) struct Table<const N: usize> {
-    pub(super) header: [&'static str; N],
-    pub(super) right: [bool; N],
-    pub(super) rows: Vec<[String; N]>,
+/// Text of at most `N` bytes, built with `write!` in a fixed buffer (no heap: what the shell
+/// prints and reports must work when memory is out). Longer text is cut at a character
+/// boundary.
+#[derive(Clone, Copy)]
+pub struct Text<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
 }
 
-impl<const N: usize> Table<N> {
-    pub(super) fn new(header: &[&'static str; N], right: &[bool; N]) -> Self {
+impl<const N: usize> Text<N> {
+    /// Empty text.
+    pub const fn new() -> Self {
         Self {
-            header: *header,
-            right: *right,
-            rows: Vec::new(),
+            bytes: [0; N],
+            len: 0,
         }
     }
 
-    pub(super) fn row(&mut self, cells: [String; N]) {
-        self.rows.push(cells);
+    /// `s`, cut to `N` bytes.
+    pub fn of(s: &str) -> Self {
+        let mut t = Self::new();
+        let _ = t.write_str(s);
+        t
     }
 
-    pub(super) fn print(&self, out: &mut dyn Write) {
-        let mut widths = self.header.map(|h| h.chars().count());
-        for row in &self.rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only whole characters are stored.
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl<const N: usize> Default for Text<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> Write for Text<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = N - self.len;
+        let mut take = s.len().min(room);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        Ok(())
+    }
+}
+
+impl<const N: usize> fmt::Display for Text<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl<const N: usize> fmt::Debug for Text<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<const N: usize> PartialEq for Text<N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl<const N: usize> Eq for Text<N> {}
+
+/// Counts the characters written to it: a cell's width without building the cell.
+struct Width(usize);
+
+impl Write for Width {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.chars().count();
+        Ok(())
+    }
+}
+
+fn width_of(cell: &dyn fmt::Display) -> usize {
+    let mut w = Width(0);
+    let _ = write!(w, "{cell}");
+    w.0
+}
+
+/// The rows of a table, produced on demand: `rows` calls its argument once per row, in
+/// order, the same way every time it is called.
+pub(super) type Rows<'a, const N: usize> = &'a dyn Fn(&mut dyn FnMut([&dyn fmt::Display; N]));
+
+/// Prints a table whose columns are as wide as their widest cell (`right`: right-aligned),
+/// in two passes over `rows` (widths, then lines) written straight to `out`: nothing is
+/// collected, so a table prints with memory out. No line ends in spaces.
+pub(super) fn table<const N: usize>(
+    out: &mut dyn Write,
+    header: &[&str; N],
+    right: &[bool; N],
+    rows: Rows<'_, N>,
+) {
+    let mut widths = header.map(|h| h.chars().count());
+    rows(&mut |cells| {
+        for (w, cell) in widths.iter_mut().zip(cells) {
+            *w = (*w).max(width_of(cell));
+        }
+    });
+    let line = |out: &mut dyn Write, cells: [&dyn fmt::Display; N]| {
+        // Left-aligned cells at the end of a line are not padded.
+        let last = (0..N).rev().find(|&i| right[i] || width_of(cells[i]) > 0);
+        for (i, cell) in cells.iter().enumerate() {
+            if last.is_some_and(|l| i > l) {
+                break;
             }
-        }
-        self.line(out, &widths, self.header.iter().copied());
-        for row in &self.rows {
-            self.line(out, &widths, row.iter().map(String::as_str));
-        }
-    }
-
-    fn line<'a>(
-        &self,
-        out: &mut dyn Write,
-        widths: &[usize; N],
-        cells: impl Iterator<Item = &'a str>,
-    ) {
-        let mut text = String::new();
-        for (i, cell) in cells.enumerate() {
-            let width = widths[i];
             if i > 0 {
-                text.push_str("  ");
+                let _ = out.write_str("  ");
             }
-            let _ = if self.right[i] {
-                write!(text, "{cell:>width$}")
+            let pad = widths[i].saturating_sub(width_of(*cell));
+            if right[i] {
+                let _ = write!(out, "{:pad$}{cell}", "");
+            } else if Some(i) == last {
+                let _ = write!(out, "{cell}");
             } else {
-                write!(text, "{cell:<width$}")
-            };
+                let _ = write!(out, "{cell}{:pad$}", "");
+            }
         }
-        say!(out, "{}", text.trim_end());
-    }
+        let _ = writeln!(out);
+    };
+    let h: [&dyn fmt::Display; N] = core::array::from_fn(|i| &header[i] as &dyn fmt::Display);
+    line(out, h);
+    rows(&mut |cells| line(out, cells));
 }

@@ -4,8 +4,7 @@
 //! CR/LF pair, an escape sequence in progress). It echoes through the `core::fmt::Write` it
 //! is handed and calls nothing else; it knows nothing about commands.
 
-use alloc::string::String;
-use core::fmt::Write;
+use core::fmt::{self, Write};
 
 /// Longest line the editor accepts, in bytes; further input is refused with a bell.
 pub const MAX_LINE: usize = 256;
@@ -24,14 +23,99 @@ const ESC: u8 = 0x1b;
 const DEL: u8 = 0x7f;
 
 /// What one byte of input completed, if anything.
+// The line travels by value, a few hundred bytes on the stack: that is the point (typing must
+// not need the heap), so the size difference to `None` is wanted.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineEvent {
     /// The byte was absorbed; the line is still being typed.
     None,
     /// Enter was pressed; the typed line, without the line ending.
-    Line(String),
+    Line(Line),
     /// Ctrl-C dropped the line being typed.
     Cancelled,
+}
+
+/// A typed line: at most [`MAX_LINE`] bytes of printable ASCII, in a fixed buffer (typing
+/// must work when the heap is full). Reads as a `&str`.
+#[derive(Clone, Copy)]
+pub struct Line {
+    bytes: [u8; MAX_LINE],
+    len: usize,
+}
+
+impl Line {
+    /// An empty line.
+    pub const fn new() -> Self {
+        Self {
+            bytes: [0; MAX_LINE],
+            len: 0,
+        }
+    }
+
+    /// The line as text.
+    pub fn as_str(&self) -> &str {
+        // Only printable ASCII is ever stored.
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+
+    fn push(&mut self, byte: u8) -> bool {
+        if self.len >= MAX_LINE {
+            return false;
+        }
+        self.bytes[self.len] = byte;
+        self.len += 1;
+        true
+    }
+
+    fn pop(&mut self) -> bool {
+        let had = self.len > 0;
+        self.len = self.len.saturating_sub(1);
+        had
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<&str> for Line {
+    /// The printable ASCII of `s`, up to [`MAX_LINE`] bytes (for tests and callers that
+    /// already have a line).
+    fn from(s: &str) -> Self {
+        let mut l = Line::new();
+        for b in s.bytes().filter(|b| (b' '..=b'~').contains(b)) {
+            l.push(b);
+        }
+        l
+    }
+}
+
+impl core::ops::Deref for Line {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Line {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Line {}
+
+impl fmt::Debug for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 /// Where the editor is inside an escape sequence.
@@ -53,7 +137,7 @@ enum Escape {
 /// [`MAX_LINE`] bytes.
 #[derive(Debug, Clone)]
 pub struct LineEditor {
-    line: String,
+    line: Line,
     escape: Escape,
     /// The other half of a CR/LF pair to swallow if it comes next, so that terminals
     /// sending "\r\n" or "\n\r" produce one line, not a line and an empty line.
@@ -70,7 +154,7 @@ impl LineEditor {
     /// An editor with an empty line.
     pub const fn new() -> Self {
         Self {
-            line: String::new(),
+            line: Line::new(),
             escape: Escape::Idle,
             pair: None,
         }
@@ -97,7 +181,9 @@ impl LineEditor {
                 }
                 self.pair = Some(if byte == b'\r' { b'\n' } else { b'\r' });
                 let _ = echo.write_char('\n');
-                LineEvent::Line(core::mem::take(&mut self.line))
+                let line = self.line;
+                self.line.clear();
+                LineEvent::Line(line)
             }
             CTRL_C => {
                 self.line.clear();
@@ -112,7 +198,7 @@ impl LineEditor {
                 LineEvent::None
             }
             DEL | BACKSPACE => {
-                if self.line.pop().is_some() {
+                if self.line.pop() {
                     let _ = echo.write_str("\x08 \x08");
                 }
                 LineEvent::None
@@ -122,12 +208,10 @@ impl LineEditor {
                 LineEvent::None
             }
             b' '..=b'~' => {
-                if self.line.len() >= MAX_LINE {
-                    let _ = echo.write_char(BELL);
+                if self.line.push(byte) {
+                    let _ = echo.write_char(char::from(byte));
                 } else {
-                    let c = char::from(byte);
-                    self.line.push(c);
-                    let _ = echo.write_char(c);
+                    let _ = echo.write_char(BELL);
                 }
                 LineEvent::None
             }
@@ -174,6 +258,7 @@ impl LineEditor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::String;
     use alloc::vec::Vec;
 
     /// Feeds every byte, returning the events other than `None` and the echo.
@@ -188,7 +273,7 @@ mod tests {
     }
 
     fn line(s: &str) -> LineEvent {
-        LineEvent::Line(String::from(s))
+        LineEvent::Line(Line::from(s))
     }
 
     #[test]

@@ -29,14 +29,17 @@ pub mod strategies;
 #[cfg(target_os = "none")]
 pub mod workload;
 
+#[cfg(test)]
 use alloc::format;
+#[cfg(test)]
 use alloc::string::{String, ToString};
+#[cfg(test)]
 use alloc::vec::Vec;
 use core::fmt::{self, Write};
 
 pub use api::*;
 pub use command::{parse, BenchPlan, Command, KillTarget, ParseError, Profile};
-pub use line::{LineEditor, LineEvent};
+pub use line::{Line, LineEditor, LineEvent};
 
 use crate::cmdline::{split_commands, StackPolicy};
 
@@ -122,7 +125,7 @@ impl Shell {
     pub fn feed(&mut self, backend: &mut dyn Backend, byte: u8, out: &mut dyn Write) {
         match self.editor.feed(byte, out) {
             LineEvent::None => return,
-            LineEvent::Line(line) => execute(backend, &line, out),
+            LineEvent::Line(line) => execute(backend, line.as_str(), out),
             LineEvent::Cancelled => {}
         }
         let _ = out.write_str(PROMPT);

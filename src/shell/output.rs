@@ -64,16 +64,17 @@ pub(super) fn mem(m: &MemInfo, out: &mut dyn Write) {
 }
 
 pub(super) fn cpus(c: &CpuInfo, out: &mut dyn Write) {
-    let mut table = Table::new(&["CPU", "MPIDR", "STATE"], &[true, false, false]);
-    for row in &c.cpus {
-        table.row([
-            row.index.to_string(),
-            format!("{:#x}", row.mpidr),
-            String::from(row.state),
-        ]);
-    }
-    table.print(out);
-    say!(out, "{} of {} CPUs online", c.online, c.cpus.len());
+    table(
+        out,
+        &["CPU", "MPIDR", "STATE"],
+        &[true, false, false],
+        &|row| {
+            for r in c.cpus() {
+                row([&r.index, &format_args!("{:#x}", r.mpidr), &r.state]);
+            }
+        },
+    );
+    say!(out, "{} of {} CPUs online", c.online, c.cpus().len());
     say!(out, "CPUS online={}", c.online);
 }
 
@@ -201,8 +202,8 @@ pub(super) fn spawn(
         plural(r.requested as u64, "thread", "threads")
     );
     if r.failed > 0 {
-        // No reason: the backend had no memory left to write one.
-        let reason = r.reason.as_deref().unwrap_or("out of memory");
+        // No reason given: say what it almost always is.
+        let reason = r.reason.as_ref().map_or("out of memory", |m| m.as_str());
         say!(
             out,
             "{} {} not started: {reason}",
@@ -226,76 +227,70 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
         "{n} {} alive; stack memory now, per thread and in total:",
         plural(n, "thread", "threads")
     );
-    let mut table = Table::new(&["", "PER THREAD", "TOTAL"], &[false, true, true]);
-    let per_thread = |kib: u64| {
-        if n == 0 {
-            String::from("-")
-        } else {
-            format!("{} KiB", Tenths::ratio(kib, n))
-        }
-    };
-    table.row([
-        String::from("stack mapped"),
-        per_thread(s.mapped_kib),
-        format!("{} KiB", s.mapped_kib),
-    ]);
-    table.row([
-        String::from("parked copies"),
-        s.parked_bytes
-            .checked_div(n)
-            .map_or_else(|| String::from("-"), |b| format!("{b} B")),
-        format!("{} KiB", s.parked_kib()),
-    ]);
-    table.row([
-        String::from("page tables"),
-        format!("{} B", s.pt_bytes_per_thread),
-        format!("{} KiB", s.pt_kib),
-    ]);
-    table.row([
-        String::from("control block"),
-        match s.tcb_total_bytes.checked_div(n) {
-            Some(b) => format!("{b} B"),
-            None => String::from("-"),
+    // Per thread: "-" with no threads.
+    let per_thread = |kib: u64| PerThread(kib, n);
+    let dash_or = |b: Option<u64>| OrDash(b);
+    table(
+        out,
+        &["", "PER THREAD", "TOTAL"],
+        &[false, true, true],
+        &|row| {
+            row([
+                &"stack mapped",
+                &per_thread(s.mapped_kib),
+                &format_args!("{} KiB", s.mapped_kib),
+            ]);
+            row([
+                &"parked copies",
+                &dash_or(s.parked_bytes.checked_div(n)),
+                &format_args!("{} KiB", s.parked_kib()),
+            ]);
+            row([
+                &"growth reserves (per CPU)",
+                &per_thread(s.reserve_kib),
+                &format_args!("{} KiB", s.reserve_kib),
+            ]);
+            row([
+                &"page tables",
+                &format_args!("{} B", s.pt_bytes_per_thread),
+                &format_args!("{} KiB", s.pt_kib),
+            ]);
+            row([
+                &"control block",
+                &dash_or(s.tcb_total_bytes.checked_div(n)),
+                &format_args!("{} KiB", s.tcb_total_bytes / 1024),
+            ]);
+            let all_per_thread = (n != 0).then(|| {
+                u128::from(s.mapped_kib) * 1024 / u128::from(n)
+                    + u128::from(s.parked_bytes / n)
+                    + u128::from(s.reserve_kib) * 1024 / u128::from(n)
+                    + u128::from(s.pt_bytes_per_thread)
+                    + u128::from(s.tcb_total_bytes / n)
+            });
+            row([
+                &"all of the above",
+                &OrDash(all_per_thread),
+                &format_args!(
+                    "{} KiB",
+                    u128::from(s.mapped_kib)
+                        + u128::from(s.parked_kib())
+                        + u128::from(s.reserve_kib)
+                        + u128::from(s.pt_kib)
+                        + u128::from(s.tcb_total_bytes) / 1024
+                ),
+            ]);
+            row([
+                &"fully mapped (kstack.max)",
+                &per_thread(s.fixed_equiv_kib),
+                &format_args!("{} KiB", s.fixed_equiv_kib),
+            ]);
+            row([
+                &"Linux (fixed 16 KiB)",
+                &format_args!("{LINUX_STACK_KIB}.0 KiB"),
+                &format_args!("{} KiB", u128::from(n) * u128::from(LINUX_STACK_KIB)),
+            ]);
         },
-        format!("{} KiB", s.tcb_total_bytes / 1024),
-    ]);
-    table.row([
-        String::from("growth reserves (per CPU)"),
-        per_thread(s.reserve_kib),
-        format!("{} KiB", s.reserve_kib),
-    ]);
-    table.row([
-        String::from("all of the above"),
-        if n == 0 {
-            String::from("-")
-        } else {
-            let bytes = u128::from(s.mapped_kib) * 1024 / u128::from(n)
-                + u128::from(s.parked_bytes / n)
-                + u128::from(s.reserve_kib) * 1024 / u128::from(n)
-                + u128::from(s.pt_bytes_per_thread)
-                + u128::from(s.tcb_total_bytes / n);
-            format!("{bytes} B")
-        },
-        format!(
-            "{} KiB",
-            u128::from(s.mapped_kib)
-                + u128::from(s.parked_kib())
-                + u128::from(s.reserve_kib)
-                + u128::from(s.pt_kib)
-                + u128::from(s.tcb_total_bytes) / 1024
-        ),
-    ]);
-    table.row([
-        String::from("fully mapped (kstack.max)"),
-        per_thread(s.fixed_equiv_kib),
-        format!("{} KiB", s.fixed_equiv_kib),
-    ]);
-    table.row([
-        String::from("Linux (fixed 16 KiB)"),
-        format!("{LINUX_STACK_KIB}.0 KiB"),
-        format!("{} KiB", u128::from(n) * u128::from(LINUX_STACK_KIB)),
-    ]);
-    table.print(out);
+    );
     // The console contract's savings: what stacks hold against fully mapped ones. Held are
     // the mapped pages, the parked copies and the reserves' pages: those are stack memory
     // too (zeroed pages kept for growth; fixed stacks need none), so they count.
@@ -342,4 +337,29 @@ pub(super) fn stacks(s: &StackStats, out: &mut dyn Write) {
         s.grow_ahead,
         s.reserve_kib
     );
+}
+
+/// `kib / n` KiB with one decimal, or "-" with no threads.
+struct PerThread(u64, u64);
+
+impl fmt::Display for PerThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.1 == 0 {
+            f.write_str("-")
+        } else {
+            write!(f, "{} KiB", Tenths::ratio(self.0, self.1))
+        }
+    }
+}
+
+/// Bytes, or "-" when there is nothing to divide by.
+struct OrDash<T>(Option<T>);
+
+impl<T: fmt::Display> fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(b) => write!(f, "{b} B"),
+            None => f.write_str("-"),
+        }
+    }
 }

@@ -1,5 +1,4 @@
 use super::*;
-use alloc::vec;
 
 /// A backend that answers from fixed data and records every call, so tests can check
 /// both what was printed and that a bad line changed nothing.
@@ -67,26 +66,15 @@ impl Backend for Fake {
         }
     }
     fn cpus(&self) -> CpuInfo {
-        CpuInfo {
-            online: 2,
-            cpus: vec![
-                CpuRow {
-                    index: 0,
-                    mpidr: 0x8000_0000,
-                    state: "online",
-                },
-                CpuRow {
-                    index: 1,
-                    mpidr: 0x8000_0001,
-                    state: "online",
-                },
-                CpuRow {
-                    index: 2,
-                    mpidr: 0x8000_0002,
-                    state: "failed",
-                },
-            ],
+        let mut c = CpuInfo::new(2);
+        for (index, state) in ["online", "online", "failed"].into_iter().enumerate() {
+            c.push(CpuRow {
+                index,
+                mpidr: 0x8000_0000 + index as u64,
+                state,
+            });
         }
+        c
     }
     fn threads(&self, limit: usize, row: &mut dyn FnMut(&ThreadRow)) -> usize {
         self.threads.iter().take(limit).for_each(row);
@@ -107,7 +95,7 @@ impl Backend for Fake {
             requested: count,
             created: count - failed,
             failed,
-            reason: (failed > 0).then(|| String::from("out of memory")),
+            reason: (failed > 0).then(|| Message::of("out of memory")),
         }
     }
     fn settle(&mut self, _out: &mut dyn Write) -> u64 {
@@ -121,13 +109,17 @@ impl Backend for Fake {
         self.calls.push(String::from("trim"));
         96
     }
-    fn kill(&mut self, target: &KillTarget) -> Result<u64, String> {
+    fn kill(&mut self, target: &KillTarget) -> Result<u64, Message> {
         self.calls.push(format!("kill {target:?}"));
         match *target {
             KillTarget::All => Ok(49),
-            KillTarget::Tid(0) => Err(String::from("thread 0 is not a workload thread")),
+            KillTarget::Tid(0) => Err(Message::of("thread 0 is not a workload thread")),
             KillTarget::Tid(t) if t < 50 => Ok(1),
-            KillTarget::Tid(t) => Err(format!("no thread {t}")),
+            KillTarget::Tid(t) => {
+                let mut m = Message::new();
+                let _ = write!(m, "no thread {t}");
+                Err(m)
+            }
         }
     }
     fn bench(&mut self, plan: BenchPlan, out: &mut dyn Write) {
@@ -262,7 +254,7 @@ fn ps_on_a_backend_that_ignores_the_limit() {
         fn trim(&mut self) -> u64 {
             self.0.trim()
         }
-        fn kill(&mut self, t: &KillTarget) -> Result<u64, String> {
+        fn kill(&mut self, t: &KillTarget) -> Result<u64, Message> {
             self.0.kill(t)
         }
         fn bench(&mut self, q: BenchPlan, o: &mut dyn Write) {
@@ -683,3 +675,5 @@ fn random_input_never_panics_and_always_answers() {
         run_init(&mut fake, &text, &mut out);
     }
 }
+
+mod noalloc;

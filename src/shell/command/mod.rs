@@ -11,9 +11,10 @@
 mod error;
 mod parse;
 
-pub use error::ParseError;
+pub use error::{ParseError, Typed};
 pub use parse::parse;
 
+#[cfg(test)]
 use alloc::string::String;
 use core::fmt;
 

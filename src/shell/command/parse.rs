@@ -1,7 +1,6 @@
 //! The command grammar: a line split into words, each command's arguments checked in order,
 //! the first thing wrong reported. Owns [`parse`] and its helpers. Calls `crate::cmdline` for
 //! sizes and the stack policy.
-use alloc::string::ToString;
 
 use super::*;
 use crate::cmdline::{parse_size, SizeError, StackPolicy};
@@ -60,7 +59,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
                 (Some("strategies"), Some(text)) => {
                     return Err(ParseError::UnknownOption {
                         command: "bench strategies",
-                        text: text.to_string(),
+                        text: Typed::new(text),
                         expected: "'quick'",
                     })
                 }
@@ -68,14 +67,14 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
                 (Some(text), None) => {
                     return Err(ParseError::UnknownOption {
                         command: "bench",
-                        text: text.to_string(),
+                        text: Typed::new(text),
                         expected: "'quick', 'scale' or 'strategies'",
                     })
                 }
             };
             Command::Bench { plan }
         }
-        _ => return Err(ParseError::UnknownCommand(name.to_string())),
+        _ => return Err(ParseError::UnknownCommand(Typed::new(name))),
     };
     Ok(Some(command))
 }
@@ -108,8 +107,13 @@ fn spawn(args: [Option<&str>; 3]) -> Result<Command, ParseError> {
     let policy = match args[2] {
         None => None,
         Some(text) => Some(
-            text.parse::<StackPolicy>()
-                .map_err(|_| ParseError::UnknownPolicy(text.to_string()))?,
+            // Matched here rather than through `FromStr`, whose error holds a `String`: an
+            // error must not need the heap.
+            match text {
+                "dynamic" => StackPolicy::Dynamic,
+                "fixed" => StackPolicy::Fixed,
+                _ => return Err(ParseError::UnknownPolicy(Typed::new(text))),
+            },
         ),
     };
     Ok(Command::Spawn {
@@ -133,16 +137,12 @@ fn profile(text: &str) -> Result<Profile, ParseError> {
             Some(size) => Profile::Deep {
                 bytes: deep_size(size)?,
             },
-            None => return Err(ParseError::UnknownProfile(text.to_string())),
+            None => return Err(ParseError::UnknownProfile(Typed::new(text))),
         },
     })
 }
 
 fn deep_size(text: &str) -> Result<usize, ParseError> {
-    let bad = |reason: String| ParseError::BadSize {
-        text: text.to_string(),
-        reason,
-    };
     if text.is_empty() {
         return Err(ParseError::Missing {
             command: "spawn",
@@ -153,13 +153,16 @@ fn deep_size(text: &str) -> Result<usize, ParseError> {
     let out_of_range = || ParseError::OutOfRange {
         command: "spawn",
         what: "deep size",
-        text: text.to_string(),
+        text: Typed::new(text),
         range: "1 byte to under 1 GiB",
     };
     match parse_size(text) {
         Ok(bytes) if bytes != 0 && bytes < MAX_DEEP_BYTES => Ok(bytes),
         Ok(_) | Err(SizeError::TooLarge) => Err(out_of_range()),
-        Err(e) => Err(bad(alloc::format!("is not a size: {e}"))),
+        Err(reason) => Err(ParseError::BadSize {
+            text: Typed::new(text),
+            reason,
+        }),
     }
 }
 
@@ -172,11 +175,11 @@ fn kill_target(arg: Option<&str>) -> Result<KillTarget, ParseError> {
             Err(_) => Err(ParseError::OutOfRange {
                 command: "kill",
                 what: "thread id",
-                text: text.to_string(),
+                text: Typed::new(text),
                 range: "0 to 18446744073709551615",
             }),
         },
-        Some(text) => Err(ParseError::BadKillTarget(Some(text.to_string()))),
+        Some(text) => Err(ParseError::BadKillTarget(Some(Typed::new(text)))),
     }
 }
 
@@ -198,7 +201,7 @@ fn number(
         return Err(ParseError::NotANumber {
             command,
             what,
-            text: text.to_string(),
+            text: Typed::new(text),
         });
     }
     match text.parse::<usize>() {
@@ -206,7 +209,7 @@ fn number(
         _ => Err(ParseError::OutOfRange {
             command,
             what,
-            text: text.to_string(),
+            text: Typed::new(text),
             range,
         }),
     }
