@@ -16,7 +16,7 @@
 //!   such faults.
 //!
 //! Each figure is an average over rounds, with the cost of reading the clock twice taken
-//! off. Calls `sched`, `stack` and `arch::probe`.
+//! off, except the exit figures: they are the median round (see `exit`). Calls `sched`, `stack` and `arch::probe`.
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -177,9 +177,13 @@ fn trim_many(threads: usize) -> Option<(u64, u64)> {
 /// From a thread's last instruction to its `join` returning, averaged over `rounds`, for a
 /// thread with `policy` whose stack is mapped to `kstack.max` when it ends.
 fn exit(policy: StackPolicy, rounds: u32) -> Option<u64> {
-    let mut total = 0u64;
+    // The median of the rounds, not their mean: a round in which the reaper or the joiner
+    // waits behind another CPU's tick (the parker's sweep, a reserve drain) costs a
+    // thousand times an ordinary one, and one such round in ten moved the mean by 100x.
+    let mut took = [0u64; EXIT_ROUNDS_MAX];
+    let rounds = (rounds as usize).clamp(1, EXIT_ROUNDS_MAX);
     let cpu = crate::percpu::cpu_index();
-    for _ in 0..rounds {
+    for slot in took.iter_mut().take(rounds) {
         let last = AtomicU64::new(0);
         let last_ptr = &last as *const AtomicU64 as usize;
         // Pinned to this CPU, as the joining thread is, so both policies see the same
@@ -196,10 +200,15 @@ fn exit(policy: StackPolicy, rounds: u32) -> Option<u64> {
         })
         .ok()?;
         h.join();
-        total += now_ns() - last.load(Ordering::Acquire);
+        *slot = now_ns() - last.load(Ordering::Acquire);
     }
-    Some(total / rounds.max(1) as u64)
+    let took = &mut took[..rounds];
+    took.sort_unstable();
+    Some(took[rounds / 2])
 }
+
+/// The most exit rounds measured (their times are kept for the median).
+const EXIT_ROUNDS_MAX: usize = 256;
 
 /// A non-stack fault (survived through `probe::try_read`), averaged over `probes`.
 fn nonstack(probes: u32) -> Option<u64> {
