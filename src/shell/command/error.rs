@@ -133,8 +133,8 @@ impl fmt::Display for ParseError {
 const TYPED_BYTES: usize = QUOTE_MAX * 2;
 
 /// User input quoted in a message, kept without the heap (a parse error must not need
-/// memory: it is what a user sees when memory is out): its first [`QUOTE_MAX`] characters
-/// (fewer if they take more than [`TYPED_BYTES`]), and whether there were more, which
+/// memory: it is what a user sees when memory is out): its first `QUOTE_MAX` characters
+/// (fewer if they take more than `TYPED_BYTES`), and whether there were more, which
 /// `Display` shows as `...` so that an error stays one readable line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Typed {
@@ -144,7 +144,7 @@ pub struct Typed {
 }
 
 impl Typed {
-    /// The first [`QUOTE_MAX`] characters of `text`.
+    /// The first `QUOTE_MAX` characters of `text`.
     pub fn new(text: &str) -> Self {
         let mut end = text
             .char_indices()
