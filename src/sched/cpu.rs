@@ -17,6 +17,7 @@ pub fn add_cpu(cpu: usize) -> Result<(), SpawnError> {
         None,
         None,
         true,
+        None,
     )?;
     let t = table::with_tid(tid, |t| t).expect("idle thread just inserted");
     // SAFETY: just created, not queued anywhere.

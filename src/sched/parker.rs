@@ -79,6 +79,7 @@ pub fn start() -> Result<(), super::SpawnError> {
         None,
         None,
         true,
+        None,
     )?;
     let p = super::table::with_tid(tid, |t| t).expect("parker just inserted");
     PARKER.store(p, Ordering::Release);

@@ -14,6 +14,7 @@ pub fn start_reaper() -> Result<(), SpawnError> {
         None,
         None,
         true,
+        None,
     )?;
     let p = table::with_tid(tid, |t| t).expect("reaper just inserted");
     REAPER.store(p, Ordering::Release);

@@ -87,7 +87,7 @@ pub(super) fn spawn_closure<F: FnOnce() + Send + 'static>(
     let made = if size_of::<F>() <= CLOSURE_ON_STACK_MAX && align_of::<F>() <= STACK_ALIGN {
         let f = core::mem::ManuallyDrop::new(f);
         let bytes = (&*f as *const F as *const u8, size_of::<F>());
-        let made = create_thread(
+        let made = spawn_thread(
             name,
             ThreadKind::System,
             policy,
@@ -105,7 +105,7 @@ pub(super) fn spawn_closure<F: FnOnce() + Send + 'static>(
         made
     } else {
         let arg = Box::into_raw(Box::new(f)) as usize;
-        let made = create_thread(
+        let made = spawn_thread(
             name,
             ThreadKind::System,
             policy,
@@ -139,7 +139,7 @@ pub fn spawn_raw(
     arg: usize,
     join: Option<Arc<JoinState>>,
 ) -> Result<u64, SpawnError> {
-    spawn_thread(name, kind, policy, entry, arg, join, None, false)
+    spawn_thread(name, kind, policy, entry, arg, join, None, false, None)
 }
 
 /// [`spawn_raw`], optionally pinned to one CPU (it then runs there only).
@@ -152,40 +152,15 @@ pub fn spawn_raw_on(
     join: Option<Arc<JoinState>>,
     pinned: Option<usize>,
 ) -> Result<u64, SpawnError> {
-    spawn_thread(name, kind, policy, entry, arg, join, pinned, false)
+    spawn_thread(name, kind, policy, entry, arg, join, pinned, false, None)
 }
 
 /// [`spawn_raw_on`], optionally on a system stack ([`Stack::create_system`]: fixed, its
-/// own size, for the kernel's own threads, which are then `essential`).
+/// own size, for the kernel's own threads, which are then `essential`), and optionally with
+/// `payload` (address and size, at most [`CLOSURE_ON_STACK_MAX`] bytes) copied to the top of
+/// the new stack: the thread then starts below it and `arg` is its address instead.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn spawn_thread(
-    name: &str,
-    kind: ThreadKind,
-    policy: StackPolicy,
-    entry: Entry,
-    arg: usize,
-    join: Option<Arc<JoinState>>,
-    pinned: Option<usize>,
-    system_stack: bool,
-) -> Result<u64, SpawnError> {
-    create_thread(
-        name,
-        kind,
-        policy,
-        entry,
-        arg,
-        join,
-        pinned,
-        system_stack,
-        None,
-    )
-}
-
-/// [`spawn_thread`], with `payload` (address and size, at most [`CLOSURE_ON_STACK_MAX`]
-/// bytes) copied to the top of the new stack: the thread then starts below it and `arg` is
-/// its address instead.
-#[allow(clippy::too_many_arguments)]
-fn create_thread(
     name: &str,
     kind: ThreadKind,
     policy: StackPolicy,
