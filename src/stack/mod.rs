@@ -490,7 +490,9 @@ impl Stack {
 /// nothing costs what a switch to a fixed one does (`bench switch`), a few loads more.
 #[inline(always)]
 pub fn prepare_switch_in(cpu: usize, stack: &Stack) -> bool {
-    if stack.policy == StackPolicy::Fixed || (reserve::is_full(cpu) && !stack.is_parked()) {
+    if stack.policy == StackPolicy::Fixed
+        || (reserve::is_full_noting_use(cpu) && !stack.is_parked())
+    {
         return true;
     }
     refill_for_switch_in(cpu, stack)

@@ -9,8 +9,9 @@
 //! a deeper growth empties it and then waits for a refill (see `stack::on_fault`). Drained:
 //! while memory is low a refill takes only what the incoming thread can still map ([`fill`])
 //! and each tick gives back what the running thread cannot map ([`on_tick`]); a CPU where
-//! for [`IDLE_DRAIN_NS`] no tick found a dynamic thread running and nothing was refilled
-//! gives back all of it at its next tick; the next dynamic thread switched in refills it.
+//! for [`IDLE_DRAIN_NS`] no tick found a dynamic thread running or switched in since the
+//! tick before gives back all of it at its next tick; the next dynamic thread switched in
+//! refills it.
 //! The pages held are counted (`reserve_kib=` in `stacks`).
 //!
 //! Why draining cannot race the fault path: every pop and push of a CPU's reserve (the fast
@@ -35,7 +36,7 @@
 //! change to how the reserve is kept must keep this (or change the fast path with it).
 use alloc::vec::Vec;
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crate::percpu::MAX_CPUS;
 
@@ -61,10 +62,12 @@ pub(super) struct Reserve {
     cap: AtomicUsize,
     /// `cap` entries; `pages[..len]` are zeroed frames.
     pages: AtomicPtr<u64>,
-    /// Refills since boot (each [`fill`] is one), and the count and counter time at which a
-    /// tick last saw it change or a dynamic thread running ([`on_tick`]). Owner only.
-    fills: AtomicU64,
-    fills_seen: AtomicU64,
+    /// Set by every switch-in of a dynamic thread ([`is_full_noting_use`]), cleared by the
+    /// tick that sees it ([`on_tick`]). Owner only; next to `len` and `cap`, so setting it
+    /// costs the switch one store to a line it has just read.
+    used: AtomicBool,
+    /// Counter time at which a tick last found this CPU's reserve in use: a dynamic thread
+    /// running, or one switched in since the tick before ([`on_tick`]). Owner only.
     quiet_since: AtomicU64,
 }
 
@@ -82,8 +85,7 @@ pub(super) static RESERVES: [Reserve; MAX_CPUS] = [const {
         len: AtomicUsize::new(0),
         cap: AtomicUsize::new(0),
         pages: AtomicPtr::new(core::ptr::null_mut()),
-        fills: AtomicU64::new(0),
-        fills_seen: AtomicU64::new(0),
+        used: AtomicBool::new(false),
         quiet_since: AtomicU64::new(0),
     }
 }; MAX_CPUS];
@@ -109,23 +111,21 @@ fn parts(cpu: usize) -> (*mut u64, usize, usize) {
     )
 }
 
-/// Whether CPU `cpu`'s reserve holds as many pages as it can. Then [`fill`] with any `need`
-/// of at least the capacity (the scheduler's: `kstack.max` pages) has nothing to do: the
-/// check the scheduler makes inline before every switch-in, the common case.
+/// Whether CPU `cpu`'s reserve holds as many pages as it can, noting that a dynamic thread
+/// is being switched in (so the CPU is not quiet, see [`on_tick`]). When full, [`fill`] with
+/// any `need` of at least the capacity (the scheduler's: `kstack.max` pages) has nothing to
+/// do: the check the scheduler makes inline before every switch-in of a dynamic thread, the
+/// common case.
 #[inline(always)]
-pub fn is_full(cpu: usize) -> bool {
+pub fn is_full_noting_use(cpu: usize) -> bool {
     let r = &RESERVES[cpu];
+    r.used.store(true, Ordering::Relaxed);
     r.len.load(Ordering::Relaxed) >= r.cap.load(Ordering::Relaxed)
 }
 
 /// Fills CPU `cpu`'s reserve up to `need` pages (at most its capacity). False if memory ran
 /// out first. While memory is low, pages above `need` go back to the frame allocator.
 pub fn fill(cpu: usize, need: usize) -> bool {
-    let fills = &RESERVES[cpu].fills;
-    fills.store(
-        fills.load(Ordering::Relaxed).wrapping_add(1),
-        Ordering::Relaxed,
-    );
     let (pages, mut len, cap) = parts(cpu);
     let need = need.min(cap);
     // The common case on every switch-in: nothing to do.
@@ -193,16 +193,17 @@ pub const IDLE_DRAIN_NS: u64 = 100_000_000;
 ///   the rest back. A switch-in finding the reserve full does not look at it (the
 ///   scheduler's inline check), so this is where a full reserve drains, within a tick of
 ///   memory running low.
-/// - Quiet: when for [`IDLE_DRAIN_NS`] no tick here found a dynamic thread running and no
-///   switch-in refilled the reserve, all of it goes back (never under a dynamic thread).
+/// - Quiet: when for [`IDLE_DRAIN_NS`] no tick here found a dynamic thread running or
+///   switched in since the tick before, all of it goes back (never under a dynamic thread).
+///   A CPU that switches short-lived dynamic threads in between its ticks (a thread that is
+///   created, runs and exits; one that wakes for a moment) is not quiet: draining it would
+///   only make the next switch-in zero the same pages again.
 ///
 /// Keeping what the running thread can still map keeps the guarantee its switch-in gave
 /// (see `stack::prepare_switch_in`). Returns the pages given back.
 pub fn on_tick(cpu: usize, now: u64, running_can_map: Option<usize>) -> usize {
     let r = &RESERVES[cpu];
-    let fills = r.fills.load(Ordering::Relaxed);
-    if running_can_map.is_some() || fills != r.fills_seen.load(Ordering::Relaxed) {
-        r.fills_seen.store(fills, Ordering::Relaxed);
+    if r.used.swap(false, Ordering::Relaxed) || running_can_map.is_some() {
         r.quiet_since.store(now, Ordering::Relaxed);
     }
     let low = memory_low();

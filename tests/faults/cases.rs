@@ -703,3 +703,66 @@ pub(crate) fn reserves_drain() -> TestResult {
     sleeper.join();
     result
 }
+
+/// The quiet rule of the reserves' idle drain, driven through the tick's own function on
+/// this CPU with made-up tick times far ahead of the real ones (IRQs masked, so no real tick
+/// comes between): a CPU whose ticks never find a dynamic thread running keeps its reserve
+/// while dynamic threads are switched in between its ticks (short-lived threads, as
+/// `bench create` spawns), and gives all of it back once none has been for
+/// `IDLE_DRAIN_NS`.
+pub(crate) fn reserve_quiet_rule() -> TestResult {
+    use stack::reserve;
+    beat("setting up");
+    let daif = dynstack::arch::irq::save_and_disable();
+    let cpu = dynstack::percpu::cpu_index();
+    let result = (|| -> TestResult {
+        check!(
+            !reserve::memory_low(),
+            "memory is low ({} pages free): the quiet rule does not apply",
+            frame::free_pages()
+        );
+        check!(reserve::fill(cpu, usize::MAX), "could not fill the reserve");
+        let cap = reserve::pages(cpu);
+        check!(cap > 0, "CPU {}'s reserve holds nothing when full", cpu);
+        let step = timer::ns_to_ticks(reserve::IDLE_DRAIN_NS);
+        let t0 = timer::now() + 1000 * step;
+        // A tick finds a dynamic thread running: not quiet since t0.
+        reserve::on_tick(cpu, t0, Some(1));
+        for i in 1..=5 {
+            // A dynamic thread switched in (and gone again) before each tick.
+            let _ = reserve::is_full_noting_use(cpu);
+            let freed = reserve::on_tick(cpu, t0 + i * step, None);
+            check!(
+                freed == 0,
+                "tick {}: drained {} pages although a dynamic thread was switched in since the tick before",
+                i,
+                freed
+            );
+        }
+        let last_use = t0 + 5 * step;
+        let freed = reserve::on_tick(cpu, last_use + step / 2, None);
+        check!(
+            freed == 0,
+            "drained {} pages before the CPU was quiet for IDLE_DRAIN_NS",
+            freed
+        );
+        let freed = reserve::on_tick(cpu, last_use + step, None);
+        check!(
+            freed == cap && reserve::pages(cpu) == 0,
+            "quiet for IDLE_DRAIN_NS: drained {} of {} pages, {} left",
+            freed,
+            cap,
+            reserve::pages(cpu)
+        );
+        dynstack::println!(
+            "  CPU {}: reserve of {} pages kept across 5 ticks with dynamic switch-ins between, drained once quiet",
+            cpu,
+            cap
+        );
+        Ok(())
+    })();
+    // Back to real time: the next real tick must not see a quiet period of made-up length.
+    reserve::on_tick(cpu, timer::now(), Some(0));
+    dynstack::arch::irq::restore(daif);
+    result
+}

@@ -82,6 +82,10 @@ fn main() {
     }
     let cases: &[TestCase] = &[
         TestCase {
+            name: "reserve_quiet_rule",
+            run: || fixed_controller("reserve_quiet_rule", reserve_quiet_rule),
+        },
+        TestCase {
             name: "trim_when_memory_runs_low",
             run: || fixed_controller("trim_when_memory_runs_low", trim_when_memory_runs_low),
         },
