@@ -258,6 +258,14 @@ pub fn current_ptr() -> *mut Thread {
     t
 }
 
+/// The control block of the thread running on CPU `cpu`, for code that runs there with IRQs
+/// already masked (exception context: the fault path), where [`current_ptr`]'s masking is
+/// only cost: nothing can move the thread between finding the CPU and reading its entry.
+#[inline(always)]
+pub fn current_on(cpu: usize) -> *mut Thread {
+    CURRENT[cpu].load(Ordering::Relaxed)
+}
+
 /// The running thread's id.
 pub fn current_tid() -> u64 {
     // SAFETY: the current thread's control block lives as long as it runs.

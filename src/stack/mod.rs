@@ -575,7 +575,7 @@ pub fn on_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) -> FaultOutcome
         unsafe { core::ptr::read_volatile(0xdead_0000 as *const u64) };
     }
     let cpu = cpu_index();
-    let thread = crate::sched::current_ptr();
+    let thread = crate::sched::current_on(cpu);
     if thread.is_null() {
         return FaultOutcome::NotStack;
     }
