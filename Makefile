@@ -134,11 +134,20 @@ board:
 setup:
 	@bash scripts/setup.sh
 
+# Every kernel built here gets its symbol table filled in after the link (scripts/ksyms.py:
+# the .ksyms section that linker.ld reserves, same size, no address moves), so that its
+# PANIC, FAULT and OVERFLOW backtraces name functions; the raw image is made from that ELF.
+FILL_KSYMS = python3 scripts/ksyms.py
+
 build: board setup
+	@$(call need,python3,python3)
 	cargo build --profile $(PROFILE) $(BOARD_CARGO)
+	$(FILL_KSYMS) $(KERNEL)
 
 build-check: setup
+	@$(call need,python3,python3)
 	RUSTC_BOOTSTRAP=1 cargo build --release $(CHECK_CARGO)
+	$(FILL_KSYMS) $(CHECK_KERNEL)
 
 run: $(BOOTABLE)
 	$(QEMU_BOOT)
@@ -173,7 +182,9 @@ endif
 bench-strategies: setup
 	@$(call need,python3,python3)
 	cargo build --release
+	$(FILL_KSYMS) target/$(TARGET)/release/dynstack
 	RUSTC_BOOTSTRAP=1 cargo build --release $(CHECK_CARGO)
+	$(FILL_KSYMS) $(CHECK_KERNEL)
 	python3 scripts/bench_strategies.py --kernel target/$(TARGET)/release/dynstack \
 		--check-kernel $(CHECK_KERNEL) --cpu $(call sh,$(CPU)) --out bench/strategies.txt
 	python3 scripts/plot_strategies.py bench/strategies.txt docs/strategies.svg
@@ -183,7 +194,7 @@ bench-strategies: setup
 # checked after each wake-up, and all memory back at the end. Prints a STRESS summary line.
 STRESS_SECONDS ?= 600
 stress: setup
-	SMP=4 MEM=512M TIMEOUT=$$(( $(STRESS_SECONDS) + 300 )) BOOTARGS='stress.seconds=$(STRESS_SECONDS)' \
+	SMP=4 MEM=512M KSYMS=1 TIMEOUT=$$(( $(STRESS_SECONDS) + 300 )) BOOTARGS='stress.seconds=$(STRESS_SECONDS)' \
 		cargo test --release --features test-hooks --test stress
 
 # The shell-sequence fuzzer (scripts/fuzz.py; 24 of its runs are in `make test`): FUZZ_RUNS

@@ -9,7 +9,9 @@
 # command line, passed with -append when non-empty, as one argument whatever it contains),
 # QEMUFLAGS (extra QEMU options, split like a shell command line: quotes work),
 # MACHINE_OPTS (appended to -M virt, e.g. ",gic-version=3"), TIMEOUT (seconds, then QEMU is
-# killed), QEMU (the emulator binary).
+# killed), QEMU (the emulator binary), KSYMS (1: boot a copy of the ELF, KERNEL.ksyms.elf,
+# with its symbol table filled by scripts/ksyms.py, so that its reports name functions; for
+# kernels cargo built, as `make stress` boots them; the Makefile fills its own kernels).
 #
 # The console is QEMU's standard input and output (-nographic; Ctrl-A x quits). Standard
 # input need not be a terminal: a pipe or /dev/null works, and a closed one is replaced by
@@ -21,6 +23,10 @@ if [ $# -lt 1 ]; then
 fi
 kernel=$1; shift
 { : 3<&0; } 2>/dev/null || exec </dev/null
+if [ "${KSYMS:-}" = 1 ]; then
+    python3 "$(dirname "$0")/ksyms.py" --quiet "$kernel" -o "$kernel.ksyms.elf"
+    kernel=$kernel.ksyms.elf
+fi
 
 args=(-M "virt${MACHINE_OPTS:-}" -cpu "${CPU:-cortex-a72}" -smp "${SMP:-4}" -m "${MEM:-512M}"
       -nographic -semihosting -kernel "$kernel")

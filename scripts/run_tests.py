@@ -32,6 +32,10 @@ skipped with a note. `--board` runs one board's QEMU cases only.`virt-check` is 
 kernel built for `kstack.strategy=check` (`-Z instrument-mcount`, RUSTC_BOOTSTRAP=1, the
 `kstack-check` feature, in target/check).
 
+Every kernel is booted from a copy of its ELF (`<elf>.ksyms.elf`, beside it) whose symbol
+table scripts/ksyms.py has filled, so that PANIC, FAULT and OVERFLOW backtraces name
+functions; a raw image is made from that copy.
+
 The production kernel is also checked for test hooks: the test kernels are built with the
 cargo feature `test-hooks`, the kernel without it, and its symbols must not name them.
 
@@ -441,6 +445,25 @@ def cargo_artifacts(args: list[str], env: tuple[tuple[str, str], ...] = ()) -> t
         if msg.get("reason") == "compiler-artifact" and msg.get("executable"):
             found[msg["target"]["name"]] = msg["executable"]
     return proc.returncode == 0, found
+
+
+def _ksyms_module():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import ksyms  # noqa: E402 (scripts/ksyms.py, beside this file)
+
+    return ksyms
+
+
+def fill_symbols(elf: str) -> Path:
+    """A copy of the ELF beside it (`<elf>.ksyms.elf`) with its symbol table filled
+    (scripts/ksyms.py), so the kernel's reports name functions. Raises RuntimeError."""
+    ksyms = _ksyms_module()
+    out = Path(elf).with_name(Path(elf).name + ".ksyms.elf")
+    try:
+        ksyms.fill(Path(elf), out, quiet=True)
+    except (ksyms.KsymsError, OSError, subprocess.CalledProcessError) as e:
+        raise RuntimeError(f"could not fill the symbol table of {elf}: {e}") from None
+    return out
 
 
 def make_image(elf: str, out: Path, host: str) -> None:
@@ -890,19 +913,24 @@ def main() -> int:
             build_failed[(s.board, f"test:{s.kernel}")] = f"no [[test]] target named '{s.kernel}' in Cargo.toml"
 
     images: dict[tuple[str, str], str] = {}
+    filled: dict[tuple[str, str], str] = {}
     images_lock = threading.Lock()
 
     def bootable(key: tuple[str, str], image: bool) -> str:
-        """The file QEMU boots: the ELF, or the raw image made from it next to it (on a Pi
-        board always, named as the firmware wants it for the kernel)."""
+        """The file QEMU boots: the ELF with its symbol table filled (a copy), or the raw
+        image made from that next to it (on a Pi board always, named as the firmware wants
+        it for the kernel). Raises RuntimeError when the table cannot be filled."""
         board, name = key
-        elf = kernels[key]
-        if not (image or BOARDS[board].image):
-            return os.path.relpath(elf, ROOT)
         with images_lock:
+            if key not in filled:
+                filled[key] = str(fill_symbols(kernels[key]))
+            elf = filled[key]
+            if not (image or BOARDS[board].image):
+                return os.path.relpath(elf, ROOT)
             if key not in images:
                 main_name = "Image" if board == DEFAULT_BOARD else "kernel8.img"
-                out = Path(elf).parent / (main_name if name == KERNEL_BIN else Path(elf).name + ".Image")
+                plain = Path(kernels[key])
+                out = plain.parent / (main_name if name == KERNEL_BIN else plain.name + ".Image")
                 make_image(elf, out, host)
                 images[key] = os.path.relpath(out, ROOT)
             return images[key]
@@ -921,7 +949,12 @@ def main() -> int:
             report.add([Result(f"{spec.name} [{config_label(config, spec.board)}]", False, build_failed[key])])
             return
         board = BOARDS[spec.board]
-        command = qemu_command(bootable(key, spec.image), config, spec.bootargs, board, spec.dtb)
+        try:
+            kernel = bootable(key, spec.image)
+        except RuntimeError as e:
+            report.add([Result(f"{spec.name} [{config_label(config, spec.board)}]", False, str(e))])
+            return
+        command = qemu_command(kernel, config, spec.bootargs, board, spec.dtb)
         boot = runner.boot(command, None, spec.timeout)
         results = judge_kernel(spec.name, config, boot, spec.timeout, spec.board)
         report.add(results, boot_log(boot, all(r.ok for r in results)))
@@ -932,9 +965,12 @@ def main() -> int:
             report.add([Result(f"shell::{spec.name}", False, build_failed[key])])
             return
         board = BOARDS[spec.board]
-        command = qemu_command(
-            bootable(key, spec.image), spec.qemu, spec.bootargs, board, spec.dtb, spec.semihosting
-        )
+        try:
+            kernel = bootable(key, spec.image)
+        except RuntimeError as e:
+            report.add([Result(f"shell::{spec.name}", False, str(e))])
+            return
+        command = qemu_command(kernel, spec.qemu, spec.bootargs, board, spec.dtb, spec.semihosting)
         boot = runner.boot(command, spec.stdin, spec.timeout)
         result = judge_shell(spec, boot)
         report.add([result], boot_log(boot, result.ok))

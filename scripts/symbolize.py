@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Adds function names to the addresses in a dynstack report (PANIC, FAULT, OVERFLOW
-backtraces, elr=...), using llvm-nm from rustup's llvm-tools on the kernel ELF.
+backtraces, elr=...), using llvm-nm from rustup's llvm-tools on the kernel ELF. The kernels
+the Makefile and scripts/run_tests.py build name their backtrace frames themselves (their
+symbol table, scripts/ksyms.py); this is for the other addresses in a report and for
+kernels booted without their table filled (`cargo run`, `cargo test`).
 
     make run ... 2>&1 | python3 scripts/symbolize.py [path/to/kernel-elf]
 
@@ -13,30 +16,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ksyms import llvm_tool, readable  # scripts/ksyms.py: the same names the kernel's table holds
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ELF = ROOT / "target/aarch64-unknown-none-softfloat/release/dynstack"
 ADDRESS = re.compile(r"0x(ffffffff8[0-9a-f]{7})")
 
 
-def llvm_nm() -> str:
-    sysroot = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True, check=True).stdout.strip()
-    host = re.search(r"host: (\S+)", subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout)
-    return str(Path(sysroot) / "lib/rustlib" / host.group(1) / "bin/llvm-nm")
-
-
-ESCAPES = {"$LT$": "<", "$GT$": ">", "$u20$": " ", "$u7b$": "{", "$u7d$": "}", "$C$": ",", "$RF$": "&", "$BP$": "*"}
-
-
-def readable(name: str) -> str:
-    """What llvm-nm leaves of Rust's legacy mangling: escapes undone, the hash dropped."""
-    name = re.sub(r"::h[0-9a-f]{16}$", "", name)
-    for escape, text in ESCAPES.items():
-        name = name.replace(escape, text)
-    return name.replace("..", "::")
-
-
 def symbols(elf: Path) -> tuple[list[int], list[str]]:
-    out = subprocess.run([llvm_nm(), "-n", "-C", "--defined-only", str(elf)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([llvm_tool("llvm-nm"), "-n", "-C", "--defined-only", str(elf)], capture_output=True, text=True, check=True).stdout
     addrs, names = [], []
     for line in out.splitlines():
         parts = line.split(" ", 2)

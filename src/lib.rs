@@ -17,7 +17,7 @@
 //! | module | owns | calls |
 //! |---|---|---|
 //! | `arch::aarch64` | `boot.s` (entry, boot tables, MMU on) and `vectors.s` (exception entry and return), the trap frame and ESR decoding, IRQ masking, the timer, PSCI, TLB maintenance | nothing above it |
-//! | `kernel` | the boot sequence on every CPU, the panic handler, [`kernel::exception`] (what each exception means), [`kernel::irq`] (interrupt routing), [`kernel::console`] | every subsystem's init |
+//! | `kernel` | the boot sequence on every CPU, the panic handler, [`kernel::exception`] (what each exception means), [`kernel::irq`] (interrupt routing), [`kernel::console`], [`kernel::backtrace`] (the frames of a report, named) | every subsystem's init |
 //! | `board` | what the device tree does not say, per board | `dtb` |
 //! | [`drivers`] | the register blocks of the UARTs and interrupt controllers (host-tested against fake register blocks; GICv3's `ICC_*` system registers against a fake CPU interface) | nothing |
 //! | [`dtb`], [`cmdline`] | the machine description and the command line: total functions over untrusted bytes | `alloc` only |
@@ -26,6 +26,7 @@
 //! | `stack` | the stack arena, growth on a fault, the per-CPU page reserve, trim, statistics | `mm`, `arch` |
 //! | [`shell`] | the console user interface (host-tested behind its `Backend` trait) and, on the target, the kernel's backend, workloads, `bench` and `demo` | `cmdline`; the backend calls `sched`, `stack`, `mm` |
 //! | `percpu`, `sync` | which CPU am I (`TPIDR_EL1`); locks that mask IRQs and count themselves | `arch` |
+//! | [`symbols`] | the kernel's symbol table (the `.ksyms` section the build fills after the link): parsing it as untrusted bytes, address lookup, which frames are the allocator's (host-tested); `kernel::backtrace` names every frame of a report with it | nothing |
 //! | [`rng`], `testing` | the seeded generator; the test kernels' harness | `sched`, `kernel::console` |
 //! | `test_hooks` | test kernels only (feature `test-hooks`): the holds and the migration trap that make races happen on request | `sched`, `arch` |
 //!
@@ -66,6 +67,7 @@ pub mod dtb;
 pub mod mm;
 pub mod rng;
 pub mod shell;
+pub mod symbols;
 
 pub mod arch;
 pub mod board;

@@ -4,7 +4,7 @@
 //! Entered from `vectors.s` through `exception_dispatch` on the exception stack. A fault
 //! that belongs to one thread ends that thread with a report and the kernel carries on; a
 //! fault in the kernel's own exception context, or in a thread that holds locks, is a panic.
-//! Calls `stack` (the fault path), `sched` (syscalls, termination) and `irq`.
+//! Calls `stack` (the fault path), `sched` (syscalls, termination), `irq` and `backtrace`.
 use aarch64_cpu::registers::{Readable, ESR_EL1, FAR_EL1};
 
 use crate::arch::trap::{ExceptionClass, Syndrome, TrapFrame};
@@ -207,7 +207,12 @@ fn report_fault(frame: &TrapFrame, syndrome: Syndrome, far: u64) {
 fn end_thread(frame: &mut TrapFrame, what: &str, syndrome: Syndrome, far: u64) {
     let t = current();
     *LAST_FAULT.lock() = (t.tid, syndrome.0, far);
-    print_backtrace_within(frame.fp(), t.stack.mapped_bottom(), t.stack.top());
+    crate::kernel::backtrace::print_within(
+        frame.fp(),
+        t.stack.mapped_bottom(),
+        t.stack.top(),
+        Some(frame.elr),
+    );
     let locks = crate::sync::locks_held();
     if t.essential {
         panic!(
@@ -239,77 +244,6 @@ fn end_thread(frame: &mut TrapFrame, what: &str, syndrome: Syndrome, far: u64) {
         what
     ));
     sched::terminate_current(frame);
-}
-
-/// Prints return addresses found by following frame pointers from `fp`, staying inside the
-/// stack the caller runs on (so a corrupt chain cannot cause a second fault).
-pub fn print_backtrace(fp: u64) {
-    let sp = crate::arch::stack_pointer();
-    let (low, high) = stack_bounds(sp);
-    print_backtrace_within(fp, low, high);
-}
-
-/// The mapped stack that holds `sp`: the current thread's, this CPU's exception stack, or
-/// (early in boot) just the page above `sp`.
-fn stack_bounds(sp: u64) -> (u64, u64) {
-    let cpu = crate::percpu::cpu_index();
-    let exc_top = crate::mm::layout::exception_stack_top(cpu);
-    let exc_low = exc_top - crate::mm::layout::EXCEPTION_STACK_SIZE as u64;
-    if sp >= exc_low && sp <= exc_top {
-        return (exc_low, exc_top);
-    }
-    let t = sched::current_ptr();
-    if !t.is_null() {
-        // SAFETY: the current thread's control block lives while it runs.
-        let stack = unsafe { &(*t).stack };
-        if sp >= stack.mapped_bottom() && sp <= stack.top() {
-            return (stack.mapped_bottom(), stack.top());
-        }
-    }
-    (sp, (sp | 0xfff) + 1)
-}
-
-fn print_backtrace_within(mut fp: u64, low: u64, high: u64) {
-    crate::kernel::console::write_fmt_emergency(format_args!("  backtrace:\n"));
-    // Runs of one return address (deep recursion, as in a stack overflow) print once, with
-    // a count, so the report stays short.
-    let mut last = 0u64;
-    let mut repeats = 0u32;
-    for _ in 0..16 {
-        if fp < low || fp + 16 > high || !fp.is_multiple_of(16) {
-            break;
-        }
-        // SAFETY: [fp, fp+16) lies inside a mapped stack.
-        let (next, lr) = unsafe {
-            (
-                core::ptr::read_volatile(fp as *const u64),
-                core::ptr::read_volatile((fp + 8) as *const u64),
-            )
-        };
-        if lr == 0 {
-            break;
-        }
-        if lr == last {
-            repeats += 1;
-        } else {
-            print_repeats(repeats);
-            repeats = 0;
-            crate::kernel::console::write_fmt_emergency(format_args!("    {:#018x}\n", lr));
-            last = lr;
-        }
-        fp = next;
-    }
-    print_repeats(repeats);
-}
-
-fn print_repeats(repeats: u32) {
-    if repeats > 0 {
-        crate::kernel::console::write_fmt_emergency(format_args!(
-            "    (the same {} more time{})\n",
-            repeats,
-            if repeats == 1 { "" } else { "s" }
-        ));
-    }
 }
 
 /// Test hook: recurses on the exception stack until it runs into its guard page, which

@@ -5,6 +5,7 @@
 //! address space; the DTB (mapped, validated, parsed); the console; physical memory and the
 //! linear map; interrupts; the command line; stacks and the scheduler; secondary CPUs; then
 //! the main thread. Calls every subsystem's init.
+pub mod backtrace;
 pub mod console;
 pub mod exception;
 pub mod irq;

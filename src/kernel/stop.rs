@@ -12,7 +12,8 @@
 //! same, the exception entry sees the stop in progress and powers off instead.
 //!
 //! A CPU that panics after the first one parks without printing. Calls `irq` (SGIs),
-//! `console`, `arch::psci`, `drivers::bcm2835_pm` and `kernel` (boot information).
+//! `console`, `backtrace` (the frames and an allocation failure's caller), `arch::psci`,
+//! `drivers::bcm2835_pm` and `kernel` (boot information).
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::percpu::cpu_index;
@@ -80,20 +81,17 @@ pub fn on_panic(info: &core::panic::PanicInfo) -> ! {
             crate::drivers::gic::SgiTarget::AllOthers,
         );
     }
+    let fp: u64;
+    // SAFETY: reads the frame pointer register.
+    unsafe { core::arch::asm!("mov {}, x29", out(reg) fp) };
     // No allocation here: the panic may be the heap running out.
     if crate::kernel::console::is_ready() {
-        crate::kernel::console::write_fmt_emergency(format_args!(
-            "PANIC on cpu {}: {}\n",
-            cpu, info
-        ));
+        print_panic_line(cpu, info, fp);
     } else {
         semihosting::eprintln!("PANIC on cpu {}: {}", cpu, info);
         semihosting::process::exit(101)
     }
-    let fp: u64;
-    // SAFETY: reads the frame pointer register.
-    unsafe { core::arch::asm!("mov {}, x29", out(reg) fp) };
-    crate::kernel::exception::print_backtrace(fp);
+    crate::kernel::backtrace::print(fp);
     // Bounded wait for the others: up to a second of counter time (a CPU spinning with IRQs
     // masked never answers; one QEMU has not scheduled for a while answers late).
     let start = crate::arch::timer::now();
@@ -128,6 +126,65 @@ pub fn on_panic(info: &core::panic::PanicInfo) -> ! {
         semihosting::process::exit(101)
     }
     power_off_or_halt()
+}
+
+/// The report's first line: `PANIC on cpu N: ` and the panic. An allocation failure
+/// (`alloc`'s `memory allocation of N bytes failed`, raised inside `alloc` at a location that
+/// names only the library) names its caller instead of that location: the first frame of
+/// the backtrace from `fp` outside the allocator, `alloc`, `core` and the panic path, as
+/// `PANIC on cpu 0: memory allocation of 288 bytes failed in dynstack::shell::foo+0x40`.
+/// Without a symbol table the line is the panic as it is, and the backtrace has the caller.
+fn print_panic_line(cpu: usize, info: &core::panic::PanicInfo, fp: u64) {
+    use core::fmt::Write;
+    let mut message = ShortText::new();
+    let _ = write!(message, "{}", info.message());
+    let size = crate::symbols::caller::allocation_failure_size(message.as_str());
+    if let Some(size) = size {
+        if let Some(caller) = crate::kernel::backtrace::allocation_caller(fp) {
+            crate::kernel::console::write_fmt_emergency(format_args!(
+                "PANIC on cpu {cpu}: memory allocation of {size} bytes failed in {caller}\n"
+            ));
+            return;
+        }
+    }
+    crate::kernel::console::write_fmt_emergency(format_args!("PANIC on cpu {}: {}\n", cpu, info));
+}
+
+/// A short panic message, in a buffer of its own (the panic path allocates nothing): room
+/// for an allocation failure's; a longer message reads as empty.
+struct ShortText {
+    bytes: [u8; 64],
+    len: usize,
+    cut: bool,
+}
+
+impl ShortText {
+    fn new() -> Self {
+        ShortText {
+            bytes: [0; 64],
+            len: 0,
+            cut: false,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        if self.cut {
+            return "";
+        }
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl core::fmt::Write for ShortText {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        if s.len() > self.bytes.len() - self.len {
+            self.cut = true;
+            return Err(core::fmt::Error);
+        }
+        self.bytes[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+        self.len += s.len();
+        Ok(())
+    }
 }
 
 /// Whether a panic may exit through semihosting: the command line's `semihosting=`, or the

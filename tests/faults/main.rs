@@ -32,6 +32,10 @@
 //!   this is the slow path (`stack::on_fault`).
 //! - `init="fast-path-fault"`: the growth fast path itself faults (its reserve's buffer is
 //!   made unmapped through `stack::fast::inject_fault_in_fast_path`): the same report.
+//! - `init="alloc-fail"`: [`allocate_impossibly`] asks for 1 TiB through `Vec::with_capacity`,
+//!   which panics when the allocator fails: the `PANIC` line must name the size and this
+//!   function as the caller (the first frame outside the allocator, `alloc` and the panic),
+//!   and the backtrace must name its frames (the kernel's symbol table, filled by the build).
 #![no_std]
 #![no_main]
 
@@ -77,6 +81,9 @@ fn main() {
     if init.split(';').any(|c| c.trim() == "fast-path-fault") {
         fault_in_fast_path();
     }
+    if init.split(';').any(|c| c.trim() == "alloc-fail") {
+        allocate_impossibly();
+    }
     if let Err(e) = start_watchdog() {
         dynstack::println!("faults: {}", e);
     }
@@ -116,6 +123,20 @@ fn exhaust_exception_stack() -> ! {
         )
     };
     dynstack::println!("faults: the exception-stack test hook returned");
+    semihosting::process::exit(3)
+}
+
+/// Allocates far more than any machine has, through a path that panics when the allocator
+/// fails (`Vec::with_capacity`). Never returns: the kernel must panic with `memory allocation
+/// of 1099511627776 bytes failed in faults::allocate_impossibly+0x...`.
+#[inline(never)]
+fn allocate_impossibly() -> ! {
+    dynstack::println!(
+        "faults: allocating 1 TiB (expect PANIC ... memory allocation of 1099511627776 bytes failed in faults::allocate_impossibly+0x...)"
+    );
+    let v: Vec<u8> = Vec::with_capacity(core::hint::black_box(1 << 40));
+    core::hint::black_box(&v);
+    dynstack::println!("faults: 1 TiB was allocated");
     semihosting::process::exit(3)
 }
 
