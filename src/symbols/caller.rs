@@ -68,7 +68,8 @@ pub fn is_machinery(name: &str) -> bool {
         // A type of some crate's own, outside the machinery: that crate's code.
         return false;
     }
-    match inner.find(" as ") {
+    // (A byte search: `str::find` would bring a substring searcher into the kernel for this.)
+    match inner.as_bytes().windows(4).position(|w| w == b" as ") {
         // A primitive, a reference, a slice or a generic parameter: the trait says whose.
         Some(at) => in_machinery(inner[at + 4..].trim_start_matches(['<', '&'])),
         // An inherent method of a primitive (`<u128>::fmt`) lives in `core` or `alloc`; a
