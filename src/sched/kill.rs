@@ -25,11 +25,8 @@ pub(super) fn end_killed(t: *mut Thread) {
                     }
                     q.parkable.remove(t);
                 }
-                // Changed under its CPU's queue lock, which is held.
-                if th.unsettled.load(Ordering::Relaxed) {
-                    th.unsettled.store(false, Ordering::Relaxed);
-                    UNSETTLED.fetch_sub(1, Ordering::Relaxed);
-                }
+                // Its CPU's queue lock is held.
+                note_dying(th);
                 th.set_state(ThreadState::Dead);
                 drop(q);
                 hand_to_reaper(t);

@@ -137,6 +137,8 @@ static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
 
 static NEXT_TID: AtomicU64 = AtomicU64::new(1);
 static WORKLOAD_THREADS: AtomicUsize = AtomicUsize::new(0);
+/// Workload threads that are dead but not yet reaped (still counted in [`WORKLOAD_THREADS`]).
+static DEAD_WORKLOADS: AtomicUsize = AtomicUsize::new(0);
 static UNSETTLED: AtomicUsize = AtomicUsize::new(0);
 static PENDING_KILLS: AtomicUsize = AtomicUsize::new(0);
 /// Reaper batches begun and finished (memory back), for [`kill`] to wait for one thread.
@@ -329,8 +331,36 @@ pub fn stack_owner(slot: u32) -> Option<(u64, [u8; 15], bool)> {
 }
 
 /// Workload threads not yet at their resting point.
+///
+/// Acquire: a thread that left the count by dying was counted dead first (see
+/// [`resting_workload_threads`]).
 pub fn unsettled() -> usize {
-    UNSETTLED.load(Ordering::Relaxed)
+    UNSETTLED.load(Ordering::Acquire)
+}
+
+/// Live workload threads that are not dead: the ones at rest once [`unsettled`] is 0 (a
+/// thread that overflowed or was killed may wait for the reaper a while after it died, still
+/// counted in [`workload_threads`]).
+pub fn resting_workload_threads() -> usize {
+    // Dead first: the reaper takes a thread out of the live count before the dead one, so
+    // a dead count read here is never below what the live count read next still holds.
+    let dead = DEAD_WORKLOADS.load(Ordering::Acquire);
+    WORKLOAD_THREADS
+        .load(Ordering::Relaxed)
+        .saturating_sub(dead)
+}
+
+/// Counts `th`, which is dying now, as dead until the reaper has it, then takes it out of
+/// [`unsettled`] if it was in it (in that order: see [`unsettled`]). Under its CPU's queue
+/// lock, which `unsettled` is changed under.
+pub(super) fn note_dying(th: &Thread) {
+    if th.kind == ThreadKind::Workload {
+        DEAD_WORKLOADS.fetch_add(1, Ordering::Relaxed);
+    }
+    if th.unsettled.load(Ordering::Relaxed) {
+        th.unsettled.store(false, Ordering::Relaxed);
+        UNSETTLED.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// Live workload threads.

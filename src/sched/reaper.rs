@@ -87,7 +87,10 @@ pub(super) fn reap_list(
             let next = th.next.load(Ordering::Relaxed);
             table::remove(th.stack.slot());
             if th.kind == ThreadKind::Workload {
+                // Live first, then dead (Release): `resting_workload_threads` reads dead
+                // first (Acquire), so it never counts this thread as resting.
                 WORKLOAD_THREADS.fetch_sub(1, Ordering::Relaxed);
+                DEAD_WORKLOADS.fetch_sub(1, Ordering::Release);
             }
             if th.kill_requested.load(Ordering::Relaxed) {
                 killed += 1;

@@ -348,11 +348,8 @@ pub fn terminate_current(frame: &mut TrapFrame) {
         // SAFETY: the current thread's control block, alive while it is current here.
         let th = unsafe { &*t };
         th.stack.release_claim();
-        // `unsettled` is changed under this CPU's queue lock, which is held.
-        if th.unsettled.load(Ordering::Relaxed) {
-            th.unsettled.store(false, Ordering::Relaxed);
-            UNSETTLED.fetch_sub(1, Ordering::Relaxed);
-        }
+        // This CPU's queue lock is held.
+        note_dying(th);
         th.set_state(ThreadState::Dead);
     }
     // Switch away first: once the reaper has it, the control block may be freed at any

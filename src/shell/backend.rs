@@ -192,7 +192,7 @@ impl Backend for KernelBackend {
             progress.update(out, "settled", total - left, total);
             sched::sleep_ms(2);
         }
-        sched::workload_threads() as u64
+        sched::resting_workload_threads() as u64
     }
 
     fn stacks(&self) -> StackStats {
