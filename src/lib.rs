@@ -83,6 +83,7 @@ pub mod sched;
 #[cfg(not(target_os = "none"))]
 pub mod sched {
     pub mod balance;
+    pub mod counted;
     pub mod parklist;
     pub mod runq;
     pub mod sleep;

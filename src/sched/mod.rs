@@ -49,6 +49,7 @@
 //! | `stack` | its own atomics and claim (see [`crate::stack::Stack`]) | the claim's holder (the running CPU, trim, parking; the fast path through `offset_of!`) | anyone, for reports |
 //! | `join` | `Owned` | spawn; the reaper, which has the dead block to itself after `claim_for_release` | the same |
 pub mod balance;
+pub mod counted;
 mod cpu;
 mod kill;
 pub mod parker;
@@ -70,7 +71,6 @@ pub use spawn::*;
 pub use switch::*;
 
 use alloc::boxed::Box;
-use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crate::arch::timer;
@@ -79,7 +79,7 @@ use crate::cmdline::StackPolicy;
 use crate::percpu::{cpu_index, MAX_CPUS};
 use crate::stack::{self, Stack};
 use crate::sync::{IrqMutex, IrqMutexGuard};
-pub use thread::{Entry, JoinState, Thread, ThreadKind, ThreadState};
+pub use thread::{join_cache_stats, Entry, Join, JoinState, Thread, ThreadKind, ThreadState};
 
 /// Length of a time slice.
 pub const TIME_SLICE_NS: u64 = 10_000_000;
@@ -400,7 +400,7 @@ pub fn switches() -> u64 {
 /// A handle to wait for a thread's end.
 pub struct JoinHandle {
     tid: u64,
-    state: Arc<JoinState>,
+    state: Join,
 }
 
 impl JoinHandle {

@@ -74,7 +74,7 @@ pub(super) fn reaper_loop(_: usize) {
 pub(super) fn reap_list(
     mut t: *mut Thread,
     batch: &mut stack::ReleaseBatch,
-    joins: &mut alloc::vec::Vec<Arc<JoinState>>,
+    joins: &mut alloc::vec::Vec<Join>,
 ) {
     while !t.is_null() {
         let mut killed = 0;

@@ -25,7 +25,8 @@ fn closure_entry_on_stack<F: FnOnce() + Send + 'static>(arg: usize) {
 /// The entry of a thread started from a closure of type `F` too large to travel on the
 /// stack: `arg` is its box.
 fn closure_entry_boxed<F: FnOnce() + Send + 'static>(arg: usize) {
-    // SAFETY: `arg` came from Box::into_raw in `spawn_closure::<F>` and is used once.
+    // SAFETY: `arg` came from `try_box::<F>` in `spawn_closure::<F>` (a block of the global
+    // allocator with F's layout holding an F, as Box::into_raw gives it) and is used once.
     let f = unsafe { Box::from_raw(arg as *mut F) };
     f();
 }
@@ -72,6 +73,10 @@ const CLOSURE_ON_STACK_MAX: usize = 256;
 /// The alignment a thread's SP keeps (AAPCS64), and so the most a closure on the stack may need.
 const STACK_ALIGN: usize = 16;
 
+/// Creates the thread of [`spawn`] and its kin. Takes no infallible allocation: the join
+/// state comes from its slab cache and a closure too large for the stack from
+/// `alloc::alloc::alloc`, each checked, so with memory out this returns
+/// [`SpawnError::OutOfMemory`] having taken nothing (`f` is dropped).
 pub(super) fn spawn_closure<F: FnOnce() + Send + 'static>(
     name: &str,
     policy: StackPolicy,
@@ -79,10 +84,9 @@ pub(super) fn spawn_closure<F: FnOnce() + Send + 'static>(
     f: F,
     system_stack: bool,
 ) -> Result<JoinHandle, SpawnError> {
-    let state = Arc::new(JoinState {
-        done: AtomicBool::new(false),
-        waiter: AtomicPtr::new(core::ptr::null_mut()),
-    });
+    let Ok(state) = Join::try_new(JoinState::new()) else {
+        return Err(SpawnError::OutOfMemory);
+    };
     let join = Some(state.clone());
     let made = if size_of::<F>() <= CLOSURE_ON_STACK_MAX && align_of::<F>() <= STACK_ALIGN {
         let f = core::mem::ManuallyDrop::new(f);
@@ -104,7 +108,11 @@ pub(super) fn spawn_closure<F: FnOnce() + Send + 'static>(
         }
         made
     } else {
-        let arg = Box::into_raw(Box::new(f)) as usize;
+        // `Box::new` would abort when memory is out: allocate the box by hand, checked.
+        let Some(boxed) = try_box(f) else {
+            return Err(SpawnError::OutOfMemory);
+        };
+        let arg = boxed as usize;
         let made = spawn_thread(
             name,
             ThreadKind::System,
@@ -125,9 +133,30 @@ pub(super) fn spawn_closure<F: FnOnce() + Send + 'static>(
     made.map(|tid| JoinHandle { tid, state })
 }
 
+/// `value` moved into a heap block of its own, as `Box::into_raw(Box::new(value))` gives
+/// it (so `Box::from_raw` takes it back), or `None` (`value` dropped) when the heap has no
+/// block for it. A zero-sized value takes no memory.
+fn try_box<T>(value: T) -> Option<*mut T> {
+    let layout = core::alloc::Layout::new::<T>();
+    let raw = if layout.size() == 0 {
+        core::ptr::NonNull::<T>::dangling().as_ptr()
+    } else {
+        // SAFETY: the layout's size is not zero.
+        let p = unsafe { alloc::alloc::alloc(layout) } as *mut T;
+        if p.is_null() {
+            return None;
+        }
+        p
+    };
+    // SAFETY: `raw` is valid for a write of a T and aligned for it: a fresh block of the
+    // global allocator with T's layout, or (T zero-sized) a dangling aligned pointer.
+    unsafe { raw.write(value) };
+    Some(raw)
+}
+
 /// Frames kept free for the kernel itself: spawning stops before memory is this low, so the
 /// heap and the stack reserves never fail where they cannot report it.
-pub(super) const SPAWN_LOW_WATER_PAGES: u64 = 512;
+pub const SPAWN_LOW_WATER_PAGES: u64 = 512;
 
 /// Starts a thread calling `entry(arg)`; returns its id. Workload threads are counted for
 /// `settle` and may be killed.
@@ -137,7 +166,7 @@ pub fn spawn_raw(
     policy: StackPolicy,
     entry: Entry,
     arg: usize,
-    join: Option<Arc<JoinState>>,
+    join: Option<Join>,
 ) -> Result<u64, SpawnError> {
     spawn_thread(name, kind, policy, entry, arg, join, None, false, None)
 }
@@ -149,7 +178,7 @@ pub fn spawn_raw_on(
     policy: StackPolicy,
     entry: Entry,
     arg: usize,
-    join: Option<Arc<JoinState>>,
+    join: Option<Join>,
     pinned: Option<usize>,
 ) -> Result<u64, SpawnError> {
     spawn_thread(name, kind, policy, entry, arg, join, pinned, false, None)
@@ -166,7 +195,7 @@ pub(super) fn spawn_thread(
     policy: StackPolicy,
     entry: Entry,
     arg: usize,
-    join: Option<Arc<JoinState>>,
+    join: Option<Join>,
     pinned: Option<usize>,
     system_stack: bool,
     payload: Option<(*const u8, usize)>,

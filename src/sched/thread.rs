@@ -5,6 +5,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
+use super::counted::{Block, Counted, Store};
 use super::parklist::{ParkLinks, ParkNode};
 use super::runq::RunNode;
 use super::sleep::SleepNode;
@@ -72,6 +73,56 @@ pub struct JoinState {
     pub waiter: AtomicPtr<Thread>,
 }
 
+impl JoinState {
+    /// Not done, nobody waiting.
+    pub const fn new() -> Self {
+        Self {
+            done: AtomicBool::new(false),
+            waiter: AtomicPtr::new(core::ptr::null_mut()),
+        }
+    }
+}
+
+impl Default for JoinState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A shared reference to a [`JoinState`]: one for the joiner, one for the thread (the
+/// reaper drops it once the thread is gone). Created with `Join::try_new(JoinState::new())`,
+/// which fails (the value comes back) when memory is out instead of aborting.
+pub type Join = Counted<JoinState, JoinStore>;
+
+/// The store of join states: a slab cache of their own, so creating a thread takes one O(1)
+/// slab object for its join state (no general-heap allocation, and a clean `None` when no
+/// page is left), and the slabs go back as threads are joined.
+pub struct JoinStore;
+
+static JOIN_CACHE: crate::mm::slab::SlabCache = crate::mm::slab::SlabCache::new(
+    core::mem::size_of::<Block<JoinState>>(),
+    core::mem::align_of::<Block<JoinState>>(),
+);
+
+// SAFETY: the slab cache hands out objects of exactly a Block<JoinState>'s size and
+// alignment, each used by nobody else until it is freed.
+unsafe impl Store<JoinState> for JoinStore {
+    fn alloc() -> Option<core::ptr::NonNull<Block<JoinState>>> {
+        JOIN_CACHE.alloc().map(|p| p.cast())
+    }
+
+    unsafe fn free(block: core::ptr::NonNull<Block<JoinState>>) {
+        // SAFETY: the caller's promise: it came from `alloc`, hence from JOIN_CACHE, and
+        // nothing uses it any more.
+        unsafe { JOIN_CACHE.free(block.cast()) }
+    }
+}
+
+/// The join states' cache counters (objects in use, slabs, bytes).
+pub fn join_cache_stats() -> crate::mm::slab::SlabStats {
+    JOIN_CACHE.stats()
+}
+
 /// A field of a control block that has one owner at a time, named in the table of the
 /// `sched` module doc: an `UnsafeCell`, so that the owner writes it through the `&Thread`
 /// every CPU may hold (a `&mut Thread` while others can see the block would break Rust's
@@ -131,7 +182,7 @@ pub struct Thread {
     /// may change them.
     pub stack: Stack,
     /// Completion for `join`, if somebody holds a handle (owner: spawn, then the reaper).
-    join: Owned<Option<alloc::sync::Arc<JoinState>>>,
+    join: Owned<Option<Join>>,
 }
 
 impl RunNode for Thread {
@@ -170,7 +221,7 @@ pub(crate) struct Start {
     /// Its first registers.
     pub context: TrapFrame,
     /// Its completion, if somebody will join it.
-    pub join: Option<alloc::sync::Arc<JoinState>>,
+    pub join: Option<Join>,
     /// Pinned to the CPU it is queued on.
     pub pinned: bool,
     /// One of the kernel's own threads.
@@ -256,7 +307,7 @@ impl Thread {
     /// # Safety
     /// The caller owns the block: it is dead, out of every queue and the table, and its
     /// stack claim is held for release.
-    pub(crate) unsafe fn take_join(&self) -> Option<alloc::sync::Arc<JoinState>> {
+    pub(crate) unsafe fn take_join(&self) -> Option<Join> {
         // SAFETY: the caller's promise: nobody else can reach the field any more.
         unsafe { (*self.join.0.get()).take() }
     }

@@ -160,10 +160,7 @@ pub(crate) fn thousand_threads_alive() -> TestResult {
                 sched::park();
             }
         })?);
-        let js = Arc::new(JoinState {
-            done: AtomicBool::new(false),
-            waiter: AtomicPtr::new(core::ptr::null_mut()),
-        });
+        let js = new_join_state();
         sched::spawn_raw(
             "parker-w",
             ThreadKind::Workload,

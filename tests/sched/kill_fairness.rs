@@ -29,11 +29,11 @@ pub(crate) fn deadline_sleeper(_: usize) {
     KS_WOKE.fetch_add(1, Ordering::SeqCst);
 }
 
-pub(crate) fn new_join_state() -> Arc<JoinState> {
-    Arc::new(JoinState {
-        done: AtomicBool::new(false),
-        waiter: AtomicPtr::new(core::ptr::null_mut()),
-    })
+pub(crate) fn new_join_state() -> Join {
+    match Join::try_new(JoinState::new()) {
+        Ok(j) => j,
+        Err(_) => panic!("no memory for a join state"),
+    }
 }
 
 /// kill of a thread sleeping for a minute ends it at once (kill returns once it is gone,

@@ -23,7 +23,7 @@ use dynstack::cmdline::StackPolicy;
 use dynstack::kernel::exception::last_fault;
 use dynstack::mm::{frame, heap, kspace};
 use dynstack::percpu;
-use dynstack::sched::{self, JoinState, Thread, ThreadKind, ThreadState};
+use dynstack::sched::{self, Join, JoinState, Thread, ThreadKind, ThreadState};
 use dynstack::stack;
 use dynstack::sync::IrqMutex;
 use dynstack::testing::{run, TestResult};
