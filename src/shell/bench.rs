@@ -5,15 +5,18 @@
 //! line. Times come from the generic timer over batches long enough that its resolution does
 //! not matter; under `make bench` QEMU runs with `-icount shift=0`, so one instruction is one
 //! nanosecond and the figures repeat exactly. Calls `sched`, `stack` and `mm::frame`.
-use alloc::sync::Arc;
-use alloc::vec::Vec;
+//!
+//! Nothing here takes memory from the heap (results live on the stack or in statics, and
+//! are joined before they go); the threads the benchmarks start are their only memory,
+//! taken fallibly. With too little free memory `bench` prints `error: out of memory ...`
+//! and returns, before it starts or as soon as a benchmark cannot start its threads.
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use crate::arch::timer;
 use crate::cmdline::StackPolicy;
 use crate::mm::frame;
-use crate::sched::{self, ThreadKind};
+use crate::sched::{self, SpawnError, ThreadKind};
 use crate::shell::command::{BenchPlan, Profile};
 use crate::stack;
 
@@ -99,6 +102,46 @@ impl core::fmt::Display for Pct {
     }
 }
 
+/// A benchmark stopped because it could not start its threads (the reason is printed).
+pub(crate) struct Stopped;
+
+/// What a benchmark that may have to stop returns.
+pub(crate) type Outcome = Result<(), Stopped>;
+
+/// Prints why a benchmark could not start a thread: `error: out of memory: ...` when memory
+/// is out (what the console contract promises), the spawn error otherwise.
+pub(crate) fn cannot_start(out: &mut dyn Write, what: &str, e: SpawnError) -> Stopped {
+    let _ = match e {
+        SpawnError::OutOfMemory => writeln!(
+            out,
+            "error: out of memory: {what} could not start its threads; stopping"
+        ),
+        _ => writeln!(out, "error: {what}: {e}; stopping"),
+    };
+    Stopped
+}
+
+/// Free memory (KiB) the frames that spawning keeps for the kernel leave to the benchmarks.
+pub(crate) fn spare_kib() -> u64 {
+    frame::free_pages().saturating_sub(sched::SPAWN_LOW_WATER_PAGES) * 4
+}
+
+/// Whether `need_kib` of memory are free beyond what spawning keeps for the kernel; if not,
+/// says so (`error: out of memory: ...`).
+pub(crate) fn has_memory(out: &mut dyn Write, what: &str, need_kib: u64) -> bool {
+    let spare = spare_kib();
+    if spare >= need_kib {
+        return true;
+    }
+    let _ = writeln!(
+        out,
+        "error: out of memory: {what} needs {} KiB free, {} KiB are",
+        need_kib + sched::SPAWN_LOW_WATER_PAGES * 4,
+        frame::free_pages() * 4
+    );
+    false
+}
+
 /// Runs the benchmarks of `plan`, one `BENCH` line each: every benchmark at full size
 /// (`Full`) or small sizes for tests (`Quick`), `scale` judged by instructions (`mode=icount`,
 /// meant for a boot under `-icount`); or only `scale` at full size by wall-clock time
@@ -121,6 +164,15 @@ pub fn run(plan: BenchPlan, out: &mut dyn Write) {
     } else {
         &FULL
     };
+    // The least the benchmarks need to measure what they say: `density`'s budget (all but
+    // `scale`) and a MiB for the threads of the others.
+    let need_kib = match plan {
+        BenchPlan::Scale => 1024,
+        _ => sizes.density_kib + 1024,
+    };
+    if !has_memory(out, "bench", need_kib) {
+        return;
+    }
     let _ = writeln!(
         out,
         "benchmarks, dynamic against fixed stacks (kstack.initial={} KiB, kstack.max={} KiB), {} CPUs{}",
@@ -134,13 +186,17 @@ pub fn run(plan: BenchPlan, out: &mut dyn Write) {
             BenchPlan::Strategies { .. } => "",
         }
     );
+    let _ = run_all(plan, sizes, out);
+}
+
+fn run_all(plan: BenchPlan, sizes: &Plan, out: &mut dyn Write) -> Outcome {
     if plan != BenchPlan::Scale {
-        create(sizes, out);
-        fault(sizes, out);
+        create(sizes, out)?;
+        fault(sizes, out)?;
         updown::run(&sizes.updown, out);
-        switch(sizes, out);
+        switch(sizes, out)?;
         density(sizes, out);
-        park(sizes, out);
+        park(sizes, out)?;
         density_after_fixed(sizes, out);
         for &n in sizes.memory_threads {
             memory(n, out);
@@ -151,7 +207,7 @@ pub fn run(plan: BenchPlan, out: &mut dyn Write) {
     } else {
         ScaleMode::Icount
     };
-    scale(sizes, mode, out);
+    scale(sizes, mode, out)
 }
 
 fn policies() -> [StackPolicy; 2] {
@@ -166,7 +222,7 @@ fn index(p: StackPolicy) -> usize {
 }
 
 /// `create`: spawn a thread that returns at once and wait until it is gone.
-fn create(plan: &Plan, out: &mut dyn Write) {
+fn create(plan: &Plan, out: &mut dyn Write) -> Outcome {
     let mut total = [0u64; 2];
     // Timed: spawning the thread and its first instruction. Not timed: its exit and the
     // reaper giving its memory back (that is tear-down, not creation). The new thread is
@@ -186,10 +242,7 @@ fn create(plan: &Plan, out: &mut dyn Write) {
             });
             let h = match h {
                 Ok(h) => h,
-                Err(e) => {
-                    let _ = writeln!(out, "error: bench create: {}", e);
-                    return;
-                }
+                Err(e) => return Err(cannot_start(out, "bench create", e)),
             };
             while started.load(Ordering::Acquire) == 0 {
                 sched::yield_now();
@@ -209,10 +262,11 @@ fn create(plan: &Plan, out: &mut dyn Write) {
         total[1] / n,
         Ratio(total[0], total[1])
     );
+    Ok(())
 }
 
 /// `fault`: one growth fault against an empty `svc` round trip.
-fn fault(plan: &Plan, out: &mut dyn Write) {
+fn fault(plan: &Plan, out: &mut dyn Write) -> Outcome {
     let grow_ns = AtomicU64::new(0);
     let grows = AtomicU64::new(0);
     let initial = stack::initial_pages(StackPolicy::Dynamic) as u64;
@@ -245,24 +299,23 @@ fn fault(plan: &Plan, out: &mut dyn Write) {
         });
         match h {
             Ok(h) => h.join(),
-            Err(e) => {
-                let _ = writeln!(out, "error: bench fault: {}", e);
-                return;
-            }
+            Err(e) => return Err(cannot_start(out, "bench fault", e)),
         }
     }
     let svc = AtomicU64::new(0);
     let svc_ptr = &svc as *const AtomicU64 as usize;
     let calls = plan.svc_calls as u64;
-    if let Ok(h) = sched::spawn("bench-svc", move || {
+    let h = sched::spawn("bench-svc", move || {
         let t0 = now_ns();
         for _ in 0..calls {
             sched::null_syscall();
         }
         // SAFETY: the caller joins this thread before `svc` goes out of scope.
         unsafe { &*(svc_ptr as *const AtomicU64) }.store(now_ns() - t0, Ordering::Relaxed);
-    }) {
-        h.join();
+    });
+    match h {
+        Ok(h) => h.join(),
+        Err(e) => return Err(cannot_start(out, "bench fault", e)),
     }
     let grows = grows.load(Ordering::Relaxed).max(1);
     let grow = grow_ns.load(Ordering::Relaxed) / grows;
@@ -275,10 +328,11 @@ fn fault(plan: &Plan, out: &mut dyn Write) {
         Ratio(grow, svc_ns),
         grows
     );
+    Ok(())
 }
 
 /// `switch`: two threads on one CPU yielding to each other.
-fn switch(plan: &Plan, out: &mut dyn Write) {
+fn switch(plan: &Plan, out: &mut dyn Write) -> Outcome {
     let mut total = [0u64; 2];
     let cpu = 0;
     let yields = plan.switch_yields;
@@ -300,9 +354,16 @@ fn switch(plan: &Plan, out: &mut dyn Write) {
                     a.join();
                     b.join();
                 }
-                _ => {
-                    let _ = writeln!(out, "error: bench switch: cannot start threads");
-                    return;
+                (a, b) => {
+                    // The one that did start yields its rounds and ends on its own: wait.
+                    let mut why = SpawnError::OutOfMemory;
+                    for h in [a, b] {
+                        match h {
+                            Ok(h) => h.join(),
+                            Err(e) => why = e,
+                        }
+                    }
+                    return Err(cannot_start(out, "bench switch", why));
                 }
             }
             total[index(p)] += now_ns() - t0;
@@ -316,6 +377,7 @@ fn switch(plan: &Plan, out: &mut dyn Write) {
         total[1] / switches,
         Ratio(total[1], total[0])
     );
+    Ok(())
 }
 
 fn wait_settled() {
@@ -399,6 +461,9 @@ static PARK_A: AtomicPtr<sched::Thread> = AtomicPtr::new(core::ptr::null_mut());
 static PARK_B: AtomicPtr<sched::Thread> = AtomicPtr::new(core::ptr::null_mut());
 static PARK_WOKE_NS: AtomicU64 = AtomicU64::new(0);
 static PARK_STOP: AtomicBool = AtomicBool::new(false);
+/// What the driver measured: park time, wake times (unparked, parked), parks.
+static PARK_RESULT: crate::sync::IrqMutex<(u64, [u64; 2], u32)> =
+    crate::sync::IrqMutex::new((0, [0; 2], 0));
 
 /// `park`: the cost of parking one sleeping stack, and of waking a thread whose stack is
 /// parked against one whose stack is not. Two threads pinned to one CPU: the driver wakes the
@@ -406,10 +471,10 @@ static PARK_STOP: AtomicBool = AtomicBool::new(false);
 /// The wake is the time from the driver's `unpark` to the sleeper running: the unpark, the
 /// driver's switch out, the sleeper's switch in (with the restore of its stack when parked).
 /// Rounds alternate parked and unparked.
-fn park(plan: &Plan, out: &mut dyn Write) {
+fn park(plan: &Plan, out: &mut dyn Write) -> Outcome {
     if !stack::park::enabled() {
         let _ = writeln!(out, "bench: park skipped: kstack.park_after=off");
-        return;
+        return Ok(());
     }
     let cpu = if sched::is_online(1) { 1 } else { 0 };
     PARK_STOP.store(false, Ordering::SeqCst);
@@ -427,9 +492,12 @@ fn park(plan: &Plan, out: &mut dyn Write) {
             unsafe { sched::unpark(PARK_B.load(Ordering::SeqCst)) };
         }
     });
+    let a = match a {
+        Ok(a) => a,
+        Err(e) => return Err(cannot_start(out, "bench park", e)),
+    };
     let rounds = plan.park_rounds;
-    let result = Arc::new(crate::sync::IrqMutex::new((0u64, [0u64; 2], 0u32)));
-    let r2 = result.clone();
+    *PARK_RESULT.lock() = (0, [0; 2], 0);
     let b = sched::spawn_pinned("bench-park-b", StackPolicy::Dynamic, cpu, move || {
         PARK_B.store(sched::current_ptr(), Ordering::SeqCst);
         while PARK_A.load(Ordering::SeqCst).is_null() {
@@ -460,19 +528,26 @@ fn park(plan: &Plan, out: &mut dyn Write) {
         PARK_STOP.store(true, Ordering::SeqCst);
         // SAFETY: as above.
         unsafe { sched::unpark(a) };
-        *r2.lock() = (park_ns, wake_ns, parks);
+        *PARK_RESULT.lock() = (park_ns, wake_ns, parks);
     });
-    match (a, b) {
-        (Ok(a), Ok(b)) => {
+    match b {
+        Ok(b) => {
             b.join();
             a.join();
         }
-        _ => {
-            let _ = writeln!(out, "error: bench park: cannot start threads");
-            return;
+        Err(e) => {
+            // The sleeper started alone: tell it to stop, once it is there to be told.
+            PARK_STOP.store(true, Ordering::SeqCst);
+            while PARK_A.load(Ordering::SeqCst).is_null() {
+                sched::yield_now();
+            }
+            // SAFETY: the sleeper lives until it has seen PARK_STOP, after this unpark.
+            unsafe { sched::unpark(PARK_A.load(Ordering::SeqCst)) };
+            a.join();
+            return Err(cannot_start(out, "bench park", e));
         }
     }
-    let (park_ns, wake_ns, parks) = *result.lock();
+    let (park_ns, wake_ns, parks) = *PARK_RESULT.lock();
     let n = rounds.max(1) as u64;
     let _ = writeln!(
         out,
@@ -483,6 +558,7 @@ fn park(plan: &Plan, out: &mut dyn Write) {
         Ratio(wake_ns[1], wake_ns[0]),
         parks
     );
+    Ok(())
 }
 
 /// Frames held back from the frame allocator, in 2 MiB runs (or single pages) linked
@@ -661,19 +737,28 @@ enum ScaleMode {
     Wall,
 }
 
+/// The CPU counts `scale` measures (those that are online).
+const SCALE_CPUS: [usize; 4] = [1, 2, 4, 8];
+
+/// The most CPUs `scale` runs on at once.
+const SCALE_MAX_CPUS: usize = 8;
+
 /// `scale`: growth faults with 1, 2, 4 and 8 CPUs (as many as are online) faulting at once,
 /// each CPU's thread growing to `kstack.max` and giving the pages back `scale_rounds` times.
-fn scale(plan: &Plan, mode: ScaleMode, out: &mut dyn Write) {
+fn scale(plan: &Plan, mode: ScaleMode, out: &mut dyn Write) -> Outcome {
     let online = sched::online_count();
-    let mut rates: Vec<(usize, u64)> = Vec::new();
-    for cpus in [1usize, 2, 4, 8] {
+    let mut measured = [(0usize, 0u64); SCALE_CPUS.len()];
+    let mut count = 0;
+    for cpus in SCALE_CPUS {
         if cpus > online {
             break;
         }
-        let results: Vec<AtomicU64> = (0..cpus * 2).map(|_| AtomicU64::new(0)).collect();
+        // Nanoseconds and faults of each CPU's thread.
+        let results = [const { AtomicU64::new(0) }; 2 * SCALE_MAX_CPUS];
         let results_ptr = results.as_ptr() as usize;
         let rounds = plan.scale_rounds;
-        let mut handles = Vec::new();
+        let mut handles: [Option<sched::JoinHandle>; SCALE_MAX_CPUS] = Default::default();
+        let mut failed = None;
         let phase0 = now_ns();
         for cpu in 0..cpus {
             // One long-lived thread per CPU grows its stack to `kstack.max` and gives the
@@ -709,12 +794,19 @@ fn scale(plan: &Plan, mode: ScaleMode, out: &mut dyn Write) {
                 slots[cpu * 2].fetch_add(ns, Ordering::Relaxed);
                 slots[cpu * 2 + 1].fetch_add(faults, Ordering::Relaxed);
             });
-            if let Ok(h) = h {
-                handles.push(h);
+            match h {
+                Ok(h) => handles[cpu] = Some(h),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
-        for h in handles {
+        for h in handles.into_iter().flatten() {
             h.join();
+        }
+        if let Some(e) = failed {
+            return Err(cannot_start(out, "bench scale", e));
         }
         let phase_ns = (now_ns() - phase0).max(1);
         let rate = match mode {
@@ -734,8 +826,10 @@ fn scale(plan: &Plan, mode: ScaleMode, out: &mut dyn Write) {
                 })
                 .sum(),
         };
-        rates.push((cpus, rate));
+        measured[count] = (cpus, rate);
+        count += 1;
     }
+    let rates = &measured[..count];
     let one = rates.first().map(|r| r.1).unwrap_or(0);
     let (mode_name, unit) = match mode {
         ScaleMode::Icount => ("icount", "faults_per_ginstr"),
@@ -749,7 +843,7 @@ fn scale(plan: &Plan, mode: ScaleMode, out: &mut dyn Write) {
         );
     }
     let _ = write!(out, "BENCH name=scale mode={}", mode_name);
-    for (cpus, rate) in &rates {
+    for (cpus, rate) in rates {
         let _ = write!(out, " cpus{}_{}={}", cpus, unit, rate);
     }
     for (cpus, rate) in rates.iter().skip(1) {
@@ -763,4 +857,5 @@ fn scale(plan: &Plan, mode: ScaleMode, out: &mut dyn Write) {
         );
     }
     let _ = writeln!(out);
+    Ok(())
 }

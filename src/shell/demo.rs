@@ -12,18 +12,20 @@
 //! from the stack counters. Threads are started, settled, trimmed and killed through the
 //! shell [`Backend`] it is handed, like a user would; the deep "witness" threads use `sched`
 //! and `workload::recurse` directly. Calls `sched`, `stack`, `workload` and `arch::timer`.
-use alloc::format;
-use alloc::string::String;
-use alloc::sync::Arc;
-use alloc::vec;
-use alloc::vec::Vec;
+//!
+//! Nothing here takes memory from the heap: figures are formatted into fixed buffers
+//! ([`Text`]) or straight to the console, the histogram lives in arrays, and the witnesses
+//! share statics. The threads it starts are its only memory, taken fallibly; with too little
+//! free memory the demo prints `error: out of memory ...` and returns.
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::arch::timer;
 use crate::cmdline::StackPolicy;
 use crate::sched::{self, ThreadKind, ThreadState};
-use crate::shell::{savings_pct, Backend, KillTarget, Profile, StackStats, LINUX_STACK_KIB};
+use crate::shell::{
+    savings_pct, Backend, KillTarget, Profile, Quotient, StackStats, Text, LINUX_STACK_KIB,
+};
 
 /// `mix` threads started per policy, at most (fewer when memory is short).
 const POPULATION: usize = 2000;
@@ -54,8 +56,8 @@ struct Census {
     threads: u64,
     /// Stack bytes mapped now.
     mapped: u64,
-    /// Threads per high-water row (see [`Rows`]).
-    rows: Vec<u64>,
+    /// Threads per high-water row (see [`Rows`]; only the first `Rows::count` are used).
+    rows: [u64; HISTOGRAM_ROWS],
     /// Threads whose high-water mark is at most 8 KiB.
     within_8k: u64,
     /// Threads whose stacks are parked, and the bytes of their blocks.
@@ -63,7 +65,8 @@ struct Census {
     parked_bytes: u64,
 }
 
-/// The high-water histogram's rows: `count` rows of `pages` pages each.
+/// The high-water histogram's rows: `count` rows (at most [`HISTOGRAM_ROWS`]) of `pages`
+/// pages each.
 struct Rows {
     pages: u64,
     count: usize,
@@ -87,9 +90,6 @@ impl Rows {
 /// Walks every live thread and counts the demo's `mix` threads: `[fixed, dynamic]`.
 fn census(rows: &Rows) -> [Census; 2] {
     let mut c: [Census; 2] = Default::default();
-    for p in &mut c {
-        p.rows = vec![0; rows.count];
-    }
     sched::for_each_thread_chunked(&mut |t| {
         if t.kind != ThreadKind::Workload || t.state() == ThreadState::Dead || t.name() != "mix" {
             return;
@@ -117,20 +117,9 @@ fn policy_index(p: StackPolicy) -> usize {
     }
 }
 
-/// `a / b` with `places` decimals (1 or 2), rounded, from integers (no floating point here).
-fn ratio(a: u64, b: u64, places: u32) -> String {
-    let scale = 10u128.pow(places);
-    let v = if b == 0 {
-        0
-    } else {
-        (u128::from(a) * scale + u128::from(b) / 2) / u128::from(b)
-    };
-    format!(
-        "{}.{:0width$}",
-        v / scale,
-        v % scale,
-        width = places as usize
-    )
+/// `a / b` with `places` decimals, rounded (see [`Quotient`]).
+fn ratio(a: u64, b: u64, places: u32) -> Quotient {
+    Quotient::new(a, b, places)
 }
 
 fn elapsed_ms(since: u64) -> u64 {
@@ -155,7 +144,11 @@ pub fn run(backend: &mut dyn Backend, out: &mut dyn Write) {
     let Some((n, before)) = introduce(backend, out) else {
         return;
     };
-    let created = start_population(backend, n, out);
+    let Some(created) = start_population(backend, n, out) else {
+        // Whatever did start goes again (the demo runs only when no workload thread does).
+        let _ = backend.kill(&KillTarget::All);
+        return;
+    };
     let rows = Rows::new();
     let [fixed, dynamic] = census(&rows);
     show_memory(backend, &fixed, &dynamic, out);
@@ -202,26 +195,49 @@ fn introduce(backend: &mut dyn Backend, out: &mut dyn Write) -> Option<(usize, S
     let before = backend.stacks();
     let max_kib = cfg.max as u64 / 1024;
     // Each pair of threads needs a fixed stack, at most as much again for the dynamic one,
-    // and their control blocks: keep the population well inside free memory.
+    // and their control blocks: keep the population well inside the free memory that
+    // spawning may use (it stops short of the frames kept for the kernel itself).
     let free_kib = backend.mem().free_kib;
-    let n = POPULATION.min((free_kib / (4 * (2 * max_kib + 2))) as usize);
+    let kept_kib = sched::SPAWN_LOW_WATER_PAGES * 4;
+    let pair_kib = 4 * (2 * max_kib + 2);
+    let n = POPULATION.min((free_kib.saturating_sub(kept_kib) / pair_kib) as usize);
     if n == 0 {
-        say!(out, "error: demo: too little free memory ({free_kib} KiB)");
+        say!(
+            out,
+            "error: out of memory: the demo needs {} KiB free, {free_kib} KiB are",
+            kept_kib + pair_kib
+        );
         return None;
     }
     Some((n, before))
 }
 
 /// Step 1: `n` `mix` threads of each policy, settled. Returns how many of each started
-/// (`[fixed, dynamic]`).
-fn start_population(backend: &mut dyn Backend, n: usize, out: &mut dyn Write) -> [usize; 2] {
+/// (`[fixed, dynamic]`), or `None` (the reason printed) when a policy got none: there is
+/// nothing to compare then.
+fn start_population(
+    backend: &mut dyn Backend,
+    n: usize,
+    out: &mut dyn Write,
+) -> Option<[usize; 2]> {
     let t0 = timer::now();
     let mut created = [0usize; 2];
     for policy in [StackPolicy::Fixed, StackPolicy::Dynamic] {
         let report = backend.spawn(n, &Profile::Mix, Some(policy), out);
         created[policy_index(policy)] = report.created;
-        if let Some(why) = report.reason {
-            say!(out, "error: demo: spawn {n} mix {policy}: {why}");
+        match report.reason {
+            // The reason says what ran out ("out of memory after 0 threads").
+            Some(why) if report.created == 0 => {
+                say!(
+                    out,
+                    "error: {why}: the demo could not start its {policy} `mix` threads"
+                );
+                return None;
+            }
+            Some(why) => {
+                say!(out, "error: demo: spawn {n} mix {policy}: {why}");
+            }
+            None => {}
         }
     }
     backend.settle(out);
@@ -236,26 +252,31 @@ fn start_population(backend: &mut dyn Backend, n: usize, out: &mut dyn Write) ->
         out,
         "   (each recursed once to a depth drawn like the article's population, then slept)"
     );
-    created
+    Some(created)
 }
 
 /// Step 2: the two policies' stack memory side by side, and Linux's for as many threads.
 fn show_memory(backend: &mut dyn Backend, fixed: &Census, dynamic: &Census, out: &mut dyn Write) {
     let with_tables = backend.stacks();
     let linux_kib = dynamic.threads * LINUX_STACK_KIB;
-    let linux = format!("Linux ({LINUX_STACK_KIB} KiB each, computed)");
+    let mut linux = Text::<48>::new();
+    let _ = write!(linux, "Linux ({LINUX_STACK_KIB} KiB each, computed)");
     say!(
         out,
         "\n2. stack memory, measured        threads   stack KiB  KiB/thread"
     );
     for (name, threads, kib) in [
-        ("fixed (all mapped)", fixed.threads, fixed.mapped / 1024),
         (
-            "dynamic (grown on demand)",
+            Text::<48>::of("fixed (all mapped)"),
+            fixed.threads,
+            fixed.mapped / 1024,
+        ),
+        (
+            Text::of("dynamic (grown on demand)"),
             dynamic.threads,
             dynamic.mapped / 1024,
         ),
-        (linux.as_str(), dynamic.threads, linux_kib),
+        (linux, dynamic.threads, linux_kib),
     ] {
         say!(
             out,
@@ -296,12 +317,17 @@ fn show_high_water(rows: &Rows, fixed: &Census, dynamic: &Census, out: &mut dyn 
             (both * BAR_WIDTH).div_ceil(most)
         };
         let lo = i as u64 * rows.pages * 4;
-        let label = format!("{}-{}", lo, lo + rows.pages * 4);
-        let mut line = format!("   {label:<8}{:>7}{:>9}  ", fixed.rows[i], dynamic.rows[i]);
+        let mut label = Text::<48>::new();
+        let _ = write!(label, "{}-{}", lo, lo + rows.pages * 4);
+        let _ = write!(
+            out,
+            "   {label:<8}{:>7}{:>9}  ",
+            fixed.rows[i], dynamic.rows[i]
+        );
         for _ in 0..bar {
-            line.push('#');
+            let _ = out.write_char('#');
         }
-        say!(out, "{line}");
+        let _ = writeln!(out);
     }
     let all = fixed.threads + dynamic.threads;
     say!(
@@ -332,18 +358,27 @@ fn show_overflow(
     let witnesses = Witnesses::start(cfg.max as u64 * 3 / 4);
     let overflows = backend.stacks().overflows;
     let report = backend.spawn(1, &Profile::Overflow, Some(StackPolicy::Dynamic), out);
+    if let (0, Some(why)) = (report.created, &report.reason) {
+        say!(out, "error: demo: spawn 1 overflow: {why}");
+    }
     let died = report.created == 1
         && wait_until(|| backend.stacks().overflows > overflows)
         && wait_until(|| sched::workload_threads() == created[0] + created[1]);
     let intact = witnesses.finish();
     let [fixed_after, dynamic_after] = census(rows);
-    if !died {
+    if !died && report.created == 1 {
         say!(out, "error: demo: the overflow thread did not die in time");
     }
     let (kib_before, kib_after) = (
         (fixed.mapped + dynamic.mapped) / 1024,
         (fixed_after.mapped + dynamic_after.mapped) / 1024,
     );
+    let mut change = Text::<64>::new();
+    let _ = if kib_before == kib_after {
+        write!(change, "unchanged, {kib_after} KiB")
+    } else {
+        write!(change, "{kib_before} -> {kib_after} KiB")
+    };
     say!(
         out,
         "   overflows {} -> {}; {} of {} mix threads alive; stacks {}",
@@ -351,11 +386,7 @@ fn show_overflow(
         backend.stacks().overflows,
         fixed_after.threads + dynamic_after.threads,
         all,
-        if kib_before == kib_after {
-            format!("unchanged, {kib_after} KiB")
-        } else {
-            format!("{kib_before} -> {kib_after} KiB")
-        }
+        change
     );
     say!(
         out,
@@ -410,54 +441,55 @@ fn clean_up(backend: &mut dyn Backend, before: &StackStats, out: &mut dyn Write)
     }
 }
 
+/// How many witnesses have reached their depth, whether they may return, and how many came
+/// back up intact: statics rather than shared heap objects (no allocation). One demo runs at
+/// a time (the shell runs one command at a time); [`Witnesses::start`] resets them.
+static WITNESS_ARRIVED: AtomicUsize = AtomicUsize::new(0);
+static WITNESS_RELEASE: AtomicBool = AtomicBool::new(false);
+static WITNESS_INTACT: AtomicUsize = AtomicUsize::new(0);
+
 /// Threads parked deep in their own stacks while another thread overflows; each then returns
 /// through every frame, and `workload::recurse` checks each frame's pattern on the way up
 /// (a corrupted frame is a kernel panic, never a silent pass).
 struct Witnesses {
     started: usize,
-    handles: Vec<sched::JoinHandle>,
-    release: Arc<AtomicBool>,
-    intact: Arc<AtomicUsize>,
+    handles: [Option<sched::JoinHandle>; WITNESSES],
 }
 
 impl Witnesses {
     /// Starts the witnesses, each recursing `depth` bytes down, and waits until all are there.
+    /// Those that cannot be started (memory is out) are left out of the count.
     fn start(depth: u64) -> Self {
-        let arrived = Arc::new(AtomicUsize::new(0));
-        let release = Arc::new(AtomicBool::new(false));
-        let intact = Arc::new(AtomicUsize::new(0));
-        let mut handles = Vec::new();
-        for _ in 0..WITNESSES {
-            let (a, r, i) = (arrived.clone(), release.clone(), intact.clone());
+        WITNESS_ARRIVED.store(0, Ordering::Release);
+        WITNESS_RELEASE.store(false, Ordering::Release);
+        WITNESS_INTACT.store(0, Ordering::Release);
+        let mut handles: [Option<sched::JoinHandle>; WITNESSES] = Default::default();
+        let mut started = 0;
+        for slot in handles.iter_mut() {
             let h = sched::spawn_with("demo-witness", StackPolicy::Dynamic, move || {
                 // SAFETY: the running thread's own control block, alive while it runs.
                 let top = unsafe { &*sched::current_ptr() }.stack.top();
                 core::hint::black_box(crate::shell::workload::recurse(top - depth, &mut || {
-                    a.fetch_add(1, Ordering::AcqRel);
-                    while !r.load(Ordering::Acquire) {
+                    WITNESS_ARRIVED.fetch_add(1, Ordering::AcqRel);
+                    while !WITNESS_RELEASE.load(Ordering::Acquire) {
                         sched::sleep_ms(1);
                     }
                 }));
-                i.fetch_add(1, Ordering::AcqRel);
+                WITNESS_INTACT.fetch_add(1, Ordering::AcqRel);
             });
             if let Ok(h) = h {
-                handles.push(h);
+                *slot = Some(h);
+                started += 1;
             }
         }
-        let started = handles.len();
-        wait_until(|| arrived.load(Ordering::Acquire) >= started);
-        Witnesses {
-            started,
-            handles,
-            release,
-            intact,
-        }
+        wait_until(|| WITNESS_ARRIVED.load(Ordering::Acquire) >= started);
+        Witnesses { started, handles }
     }
 
     /// Lets the witnesses return, waits for them, and says how many came back intact.
     fn finish(&self) -> usize {
-        self.release.store(true, Ordering::Release);
-        let _ = wait_until(|| self.handles.iter().all(|h| h.is_finished()));
-        self.intact.load(Ordering::Acquire)
+        WITNESS_RELEASE.store(true, Ordering::Release);
+        let _ = wait_until(|| self.handles.iter().flatten().all(|h| h.is_finished()));
+        WITNESS_INTACT.load(Ordering::Acquire)
     }
 }

@@ -55,6 +55,56 @@ impl fmt::Display for Tenths {
     }
 }
 
+/// `a / b` with a fixed number of decimals, rounded half up, computed in integers (the
+/// kernel has no floating point); `0` with those decimals when `b` is zero. Width and
+/// alignment in a format string apply to the whole number, and nothing is allocated (the
+/// demo prints these with memory short).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotient {
+    a: u64,
+    b: u64,
+    places: u32,
+}
+
+impl Quotient {
+    /// The most decimals a quotient prints.
+    pub const MAX_PLACES: u32 = 18;
+
+    /// `a / b` with `places` decimals (at most [`MAX_PLACES`](Self::MAX_PLACES)).
+    pub fn new(a: u64, b: u64, places: u32) -> Self {
+        Self {
+            a,
+            b,
+            places: places.min(Self::MAX_PLACES),
+        }
+    }
+}
+
+impl fmt::Display for Quotient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // 10^18 × u64::MAX fits in a u128.
+        let scale = 10u128.pow(self.places);
+        let v = if self.b == 0 {
+            0
+        } else {
+            (u128::from(self.a) * scale + u128::from(self.b) / 2) / u128::from(self.b)
+        };
+        let mut text = Text::<64>::new();
+        let _ = if self.places == 0 {
+            write!(text, "{v}")
+        } else {
+            write!(
+                text,
+                "{}.{:0width$}",
+                v / scale,
+                v % scale,
+                width = self.places as usize
+            )
+        };
+        f.pad(text.as_str())
+    }
+}
+
 /// KiB in the largest binary unit that keeps it at least 1, with one decimal.
 pub(super) struct Human(pub(super) u64);
 

@@ -12,12 +12,18 @@
 //! are threads ended because their stack was not grown in time, `growths` the growths (faults
 //! and ahead of use) during the run. Then a context switch, a spawn and an empty `svc` are
 //! timed the same two ways. Calls `sched`, `stack`, `shell::checked` and `workload`.
+//!
+//! Takes nothing from the heap itself (results live on the stack and in statics; every
+//! thread reading them is joined first). With too little free memory to start a run's
+//! threads it prints `error: out of memory ...` and returns; a run that starts only some
+//! of its threads reports how many (`threads=`).
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::arch::timer;
 use crate::cmdline::{StackPolicy, StackStrategy};
-use crate::sched::{self, ThreadKind};
+use crate::sched::{self, SpawnError, ThreadKind};
+use crate::shell::bench::{cannot_start, has_memory};
 use crate::shell::command::Profile;
 use crate::shell::workload::{self, Rng};
 use crate::stack;
@@ -139,6 +145,15 @@ pub fn run(quick: bool, out: &mut dyn Write) {
         sched::online_count(),
         if quick { ", quick" } else { "" }
     );
+    // At least one fixed stack and a MiB for everything else; a run that then fits fewer
+    // threads than it asks for says so in its line.
+    if !has_memory(
+        out,
+        "bench strategies",
+        2 * (stack::config().max as u64 / 1024) + 1024,
+    ) {
+        return;
+    }
     let loads = if quick { &QUICK } else { &FULL };
     let micro = if quick { &QUICK_MICRO } else { &FULL_MICRO };
     let print = |out: &mut dyn Write,
@@ -166,17 +181,41 @@ pub fn run(quick: bool, out: &mut dyn Write) {
         );
     };
     for l in loads {
-        let fixed = measure(l, StackPolicy::Fixed);
+        let fixed = match measure(l, StackPolicy::Fixed) {
+            Ok(row) => row,
+            Err(e) => {
+                cannot_start(out, "bench strategies", e);
+                return;
+            }
+        };
         print(out, "fixed", &l.profile, &fixed, &fixed);
-        let dynamic = measure(l, StackPolicy::Dynamic);
+        let dynamic = match measure(l, StackPolicy::Dynamic) {
+            Ok(row) => row,
+            Err(e) => {
+                cannot_start(out, "bench strategies", e);
+                return;
+            }
+        };
         print(out, strategy.as_str(), &l.profile, &dynamic, &fixed);
     }
-    type Bench = fn(&Micro, StackPolicy) -> Row;
+    type Bench = fn(&Micro, StackPolicy) -> Result<Row, SpawnError>;
     let micros: [(&str, Bench); 3] = [("switch", switch), ("spawn", spawn), ("svc", svc)];
     for (name, bench) in micros {
-        let fixed = bench(micro, StackPolicy::Fixed);
+        let fixed = match bench(micro, StackPolicy::Fixed) {
+            Ok(row) => row,
+            Err(e) => {
+                cannot_start(out, "bench strategies", e);
+                return;
+            }
+        };
         print(out, "fixed", &name, &fixed, &fixed);
-        let dynamic = bench(micro, StackPolicy::Dynamic);
+        let dynamic = match bench(micro, StackPolicy::Dynamic) {
+            Ok(row) => row,
+            Err(e) => {
+                cannot_start(out, "bench strategies", e);
+                return;
+            }
+        };
         print(out, strategy.as_str(), &name, &dynamic, &fixed);
     }
 }
@@ -256,7 +295,8 @@ fn wait_for(done: impl Fn() -> bool) {
     }
 }
 
-fn measure(l: &Load, policy: StackPolicy) -> Row {
+/// One run of `l` with `policy`; an error if not one of its threads could be started.
+fn measure(l: &Load, policy: StackPolicy) -> Result<Row, SpawnError> {
     let index = PROFILES.iter().position(|p| *p == l.profile).unwrap_or(0);
     PROFILE.store(index, Ordering::Relaxed);
     OPS.store(l.ops, Ordering::Relaxed);
@@ -268,10 +308,15 @@ fn measure(l: &Load, policy: StackPolicy) -> Row {
     let (ok0, wrong0) = crate::shell::checked::results();
     let name = workload::name_for(&l.profile);
     let mut started = 0;
+    let mut failed = None;
     for i in 0..l.threads {
-        if sched::spawn_raw(name, ThreadKind::Workload, policy, worker, i, None).is_ok() {
-            started += 1;
+        match sched::spawn_raw(name, ThreadKind::Workload, policy, worker, i, None) {
+            Ok(_) => started += 1,
+            Err(e) => failed = Some(e),
         }
+    }
+    if let (0, Some(e)) = (started, failed) {
+        return Err(e);
     }
     // Everybody at the start line, then the clock starts.
     wait_for(|| READY.load(Ordering::Acquire) >= started);
@@ -289,7 +334,7 @@ fn measure(l: &Load, policy: StackPolicy) -> Row {
     let (ok1, wrong1) = crate::shell::checked::results();
     sched::kill_all(&mut |_, _| {});
     wait_for(|| sched::workload_threads() == 0);
-    Row {
+    Ok(Row {
         threads: started,
         ops: DONE_OPS.load(Ordering::Relaxed),
         ns: t1 - t0,
@@ -299,7 +344,7 @@ fn measure(l: &Load, policy: StackPolicy) -> Row {
         growths: growths(&after) - growths(&before),
         checked: ok1 - ok0,
         wrong: wrong1 - wrong0,
-    }
+    })
 }
 
 /// Counts from `before` to now, for the basic costs.
@@ -316,7 +361,7 @@ fn micro_row(threads: usize, ops: u64, ns: u64, before: &stack::Stats) -> Row {
 }
 
 /// Two threads on one CPU yielding to each other.
-fn switch(m: &Micro, policy: StackPolicy) -> Row {
+fn switch(m: &Micro, policy: StackPolicy) -> Result<Row, SpawnError> {
     let before = stack::stats();
     let yields = m.yields;
     let t0 = now_ns();
@@ -327,51 +372,70 @@ fn switch(m: &Micro, policy: StackPolicy) -> Row {
     };
     let a = sched::spawn_pinned("strat-sw-a", policy, 0, body);
     let b = sched::spawn_pinned("strat-sw-b", policy, 0, body);
-    if let (Ok(a), Ok(b)) = (a, b) {
-        a.join();
-        b.join();
+    let mut failed = None;
+    // Both joined, or the one that started (it yields its rounds and ends on its own).
+    for h in [a, b] {
+        match h {
+            Ok(h) => h.join(),
+            Err(e) => failed = Some(e),
+        }
     }
-    micro_row(2, 2 * yields as u64, now_ns() - t0, &before)
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(micro_row(2, 2 * yields as u64, now_ns() - t0, &before))
 }
 
 /// Spawning a thread, up to its first instruction (its exit is not timed).
-fn spawn(m: &Micro, policy: StackPolicy) -> Row {
+fn spawn(m: &Micro, policy: StackPolicy) -> Result<Row, SpawnError> {
     let before = stack::stats();
-    let started = alloc::sync::Arc::new(AtomicU64::new(0));
+    let started = AtomicU64::new(0);
+    let started_ptr = &started as *const AtomicU64 as usize;
     let mut total = 0u64;
+    let mut done = 0u64;
     for _ in 0..m.spawns {
         started.store(0, Ordering::Relaxed);
-        let s = started.clone();
         let cpu = crate::percpu::cpu_index();
         let t0 = now_ns();
-        let Ok(h) = sched::spawn_pinned("strat-spawn", policy, cpu, move || {
-            s.store(now_ns(), Ordering::Release);
-        }) else {
-            break;
+        let h = sched::spawn_pinned("strat-spawn", policy, cpu, move || {
+            // SAFETY: `started` outlives this thread (the caller joins it).
+            unsafe { &*(started_ptr as *const AtomicU64) }.store(now_ns(), Ordering::Release);
+        });
+        let h = match h {
+            Ok(h) => h,
+            Err(e) if done == 0 => return Err(e),
+            // Memory ran out after some rounds: the figure is over those.
+            Err(_) => break,
         };
         while started.load(Ordering::Acquire) == 0 {
             sched::yield_now();
         }
         total += started.load(Ordering::Acquire) - t0;
         h.join();
+        done += 1;
     }
-    micro_row(1, m.spawns as u64, total, &before)
+    Ok(micro_row(1, done, total, &before))
 }
 
 /// An empty system call round trip, from a thread with `policy`.
-fn svc(m: &Micro, policy: StackPolicy) -> Row {
+fn svc(m: &Micro, policy: StackPolicy) -> Result<Row, SpawnError> {
     let before = stack::stats();
-    let ns = alloc::sync::Arc::new(AtomicU64::new(0));
-    let n = ns.clone();
+    let ns = AtomicU64::new(0);
+    let ns_ptr = &ns as *const AtomicU64 as usize;
     let calls = m.svcs;
-    if let Ok(h) = sched::spawn_with("strat-svc", policy, move || {
+    let h = sched::spawn_with("strat-svc", policy, move || {
         let t0 = now_ns();
         for _ in 0..calls {
             sched::null_syscall();
         }
-        n.store(now_ns() - t0, Ordering::Relaxed);
-    }) {
-        h.join();
-    }
-    micro_row(1, calls as u64, ns.load(Ordering::Relaxed), &before)
+        // SAFETY: `ns` outlives this thread (the caller joins it).
+        unsafe { &*(ns_ptr as *const AtomicU64) }.store(now_ns() - t0, Ordering::Relaxed);
+    })?;
+    h.join();
+    Ok(micro_row(
+        1,
+        calls as u64,
+        ns.load(Ordering::Relaxed),
+        &before,
+    ))
 }

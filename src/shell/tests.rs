@@ -171,6 +171,25 @@ fn help_lists_every_command() {
 }
 
 #[test]
+fn quotients_round_half_up_and_pad_as_a_whole() {
+    let q = |a, b, places| format!("{}", Quotient::new(a, b, places));
+    assert_eq!(q(1, 3, 2), "0.33");
+    assert_eq!(q(2, 3, 2), "0.67");
+    assert_eq!(q(2, 3, 1), "0.7");
+    assert_eq!(q(1, 8, 2), "0.13", "a half rounds up");
+    assert_eq!(q(7, 2, 0), "4");
+    assert_eq!(q(400, 100, 2), "4.00");
+    assert_eq!(q(5, 0, 2), "0.00", "nothing to divide by");
+    assert_eq!(q(u64::MAX, 1, 2), "18446744073709551615.00");
+    assert_eq!(
+        q(1, 1, 99),
+        format!("1.{}", "0".repeat(Quotient::MAX_PLACES as usize))
+    );
+    assert_eq!(format!("[{:>7}]", Quotient::new(1, 3, 2)), "[   0.33]");
+    assert_eq!(format!("[{:<6}]", Quotient::new(1, 3, 1)), "[0.3   ]");
+}
+
+#[test]
 fn mem_summary() {
     let out = exec(&mut Fake::new(), "mem");
     assert_eq!(

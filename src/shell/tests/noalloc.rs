@@ -203,3 +203,14 @@ fn typing_allocates_nothing() {
     assert_eq!(allocations(), before, "typing allocated");
     assert!(out.lines > 10, "nothing was run");
 }
+
+#[test]
+fn quotients_format_without_allocating() {
+    let mut out = Sink { bytes: 0, lines: 0 };
+    let before = allocations();
+    for (a, b, places) in [(1, 3, 2), (u64::MAX, 7, 18), (5, 0, 1), (123_456, 789, 0)] {
+        let _ = writeln!(out, "{:>30}", Quotient::new(a, b, places));
+    }
+    assert_eq!(allocations(), before, "formatting a quotient allocated");
+    assert_eq!(out.lines, 4);
+}
