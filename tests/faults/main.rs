@@ -36,6 +36,10 @@
 //!   which panics when the allocator fails: the `PANIC` line must name the size and this
 //!   function as the caller (the first frame outside the allocator, `alloc` and the panic),
 //!   and the backtrace must name its frames (the kernel's symbol table, filled by the build).
+//! - `init="memory-out; CMD; ...; memory-back; CMD; ..."`: frames, join states and heap run
+//!   out by construction; spawning closures must fail cleanly and leak nothing, and the shell
+//!   commands in between must print `error: out of memory ...` and carry on (see
+//!   `memory_out`).
 #![no_std]
 #![no_main]
 
@@ -56,6 +60,7 @@ use dynstack::sync::IrqMutex;
 use dynstack::testing::{run, TestCase, TestResult};
 
 mod cases;
+mod memory_out;
 
 use cases::*;
 
@@ -83,6 +88,9 @@ fn main() {
     }
     if init.split(';').any(|c| c.trim() == "alloc-fail") {
         allocate_impossibly();
+    }
+    if init.split(';').any(|c| c.trim() == "memory-out") {
+        memory_out::run(init);
     }
     if let Err(e) = start_watchdog() {
         dynstack::println!("faults: {}", e);
