@@ -321,10 +321,62 @@ mod global {
         HEAP.0.lock().stats()
     }
 
+    /// Stack the heap's locked sections may use below their caller's SP: the deepest is a
+    /// free that merges buddies and gives a chunk back (about 720 bytes of frames), plus a
+    /// margin.
+    const LOCKED_STACK_BYTES: u64 = 1024;
+
+    /// Under `kstack.strategy=expand` a stack grows only where code says so, and a touch below
+    /// its mapped part ends the thread (a *miss*), unless the thread holds a lock: then it
+    /// cannot be ended and the kernel stops. Unannotated third-party code (the `json` and
+    /// `inflate` workloads) calls the heap, which holds its lock while it runs, so a miss
+    /// there would stop the kernel, depending only on where the code's frames happen to
+    /// cross a page. Touching the stack the locked section may need before taking the lock
+    /// moves such a miss here, where the thread can be ended like at any other miss. Nothing
+    /// under the other strategies (their stacks grow by themselves), for fixed stacks, off a
+    /// thread's own stack (exception context, boot), or in the kernel's own threads.
+    #[inline(always)]
+    fn touch_stack_before_lock() {
+        if crate::stack::strategy::current() == crate::cmdline::StackStrategy::Expand {
+            // SP's own page is mapped (the thread runs on it), so only an SP within
+            // LOCKED_STACK_BYTES of its page's bottom can need a page below.
+            let sp = crate::arch::stack_pointer();
+            if sp % PAGE as u64 <= LOCKED_STACK_BYTES {
+                touch_thread_stack(sp);
+            }
+        }
+    }
+
+    /// The rare half of [`touch_stack_before_lock`]: reads `LOCKED_STACK_BYTES` below `sp`
+    /// if `sp` is on the running workload thread's own dynamic stack.
+    #[inline(never)]
+    fn touch_thread_stack(sp: u64) {
+        let t = crate::sched::current_ptr();
+        if t.is_null() {
+            return;
+        }
+        // SAFETY: the running thread's control block lives as long as it runs.
+        let t = unsafe { &*t };
+        // Fixed stacks never miss (and system threads' may not be touched below their part).
+        if t.stack.policy() != crate::cmdline::StackPolicy::Dynamic || t.essential {
+            return;
+        }
+        let (base, top) = (t.stack.base(), t.stack.top());
+        if sp <= base || sp > top {
+            return;
+        }
+        let at = sp.saturating_sub(LOCKED_STACK_BYTES).max(base);
+        // SAFETY: an address inside the running thread's own reservation, below its SP
+        // (nothing live there): mapped, or a fault the stack subsystem handles (a miss ends
+        // this thread, which holds no lock here).
+        unsafe { core::ptr::read_volatile(at as *const u8) };
+    }
+
     // SAFETY: ChunkHeap returns blocks that fit `layout` and are disjoint; all access to it
     // is under the lock.
     unsafe impl GlobalAlloc for KernelHeap {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            touch_stack_before_lock();
             match self.0.lock().alloc(layout) {
                 Some(p) => p.as_ptr(),
                 None => core::ptr::null_mut(),
@@ -332,6 +384,7 @@ mod global {
         }
 
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            touch_stack_before_lock();
             if let Some(p) = NonNull::new(ptr) {
                 // SAFETY: passed on from the caller (GlobalAlloc's contract).
                 unsafe { self.0.lock().dealloc(p, layout) };

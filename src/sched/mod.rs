@@ -19,8 +19,9 @@
 //! exception-context entry points), `reaper` and [`parker`]. The plain logic, generic over
 //! the node and host-tested (`cargo hosttest`, `sched/tests.rs`): [`runq`] (the FIFO, and
 //! which thread may be stolen), [`sleep`] (the sleep queue's wake order), [`parklist`]
-//! (oldest sleeper first) and [`balance`] (where a new thread goes, whom an idle CPU robs,
-//! whom a busy one pulls from).
+//! (oldest sleeper first), [`balance`] (where a new thread goes, whom an idle CPU robs,
+//! whom a busy one pulls from) and [`counted`] (the join states' reference count, whose
+//! creation fails cleanly when memory is out).
 //!
 //! # Who may touch which field of a [`Thread`]
 //!

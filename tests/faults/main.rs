@@ -40,6 +40,9 @@
 //!   out by construction; spawning closures must fail cleanly and leak nothing, and the shell
 //!   commands in between must print `error: out of memory ...` and carry on (see
 //!   `memory_out`).
+//! - `kstack.strategy=expand init="heap-miss"`: a stack that runs off its mapped part inside
+//!   the allocator is a miss that ends the thread, not one under the heap's lock (see
+//!   `heap_miss`).
 #![no_std]
 #![no_main]
 
@@ -60,6 +63,7 @@ use dynstack::sync::IrqMutex;
 use dynstack::testing::{run, TestCase, TestResult};
 
 mod cases;
+mod heap_miss;
 mod memory_out;
 
 use cases::*;
@@ -88,6 +92,9 @@ fn main() {
     }
     if init.split(';').any(|c| c.trim() == "alloc-fail") {
         allocate_impossibly();
+    }
+    if init.split(';').any(|c| c.trim() == "heap-miss") {
+        heap_miss::run();
     }
     if init.split(';').any(|c| c.trim() == "memory-out") {
         memory_out::run(init);
