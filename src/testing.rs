@@ -38,8 +38,17 @@ macro_rules! check {
 }
 
 /// `test_cases![f, g]`: the test cases named after their functions, in order.
+///
+/// `test_cases![via wrap; name => f, ...]`: cases that each run as `wrap("name", f)` (a
+/// driver that runs the body on a thread of its own, say), named `name`.
 #[macro_export]
 macro_rules! test_cases {
+    (via $wrap:path; $($name:ident => $f:path),* $(,)?) => {
+        &[$($crate::testing::TestCase {
+            name: stringify!($name),
+            run: || $wrap(stringify!($name), $f),
+        }),*]
+    };
     ($($f:ident),* $(,)?) => {
         &[$($crate::testing::TestCase { name: stringify!($f), run: $f }),*]
     };

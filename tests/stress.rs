@@ -20,15 +20,12 @@ use dynstack::cmdline::StackPolicy;
 use dynstack::sched::{self, ThreadKind};
 use dynstack::shell::command::Profile;
 use dynstack::stack;
-use dynstack::testing::{run, MemorySnapshot, TestCase, TestResult};
+use dynstack::testing::{run, MemorySnapshot, TestResult};
 
 dynstack::kernel_main!(main);
 
 fn main() {
-    run(&[TestCase {
-        name: "churn_torture",
-        run: churn_torture,
-    }])
+    run(dynstack::test_cases![churn_torture])
 }
 
 /// `stress.NAME=N` from the command line, or `default`.

@@ -60,7 +60,7 @@ use dynstack::mm::{frame, heap};
 use dynstack::sched::{self, Thread, ThreadKind};
 use dynstack::stack;
 use dynstack::sync::IrqMutex;
-use dynstack::testing::{run, TestCase, TestResult};
+use dynstack::testing::{run, TestResult};
 
 mod cases;
 mod heap_miss;
@@ -102,25 +102,12 @@ fn main() {
     if let Err(e) = start_watchdog() {
         dynstack::println!("faults: {}", e);
     }
-    let cases: &[TestCase] = &[
-        TestCase {
-            name: "reserve_quiet_rule",
-            run: || fixed_controller("reserve_quiet_rule", reserve_quiet_rule),
-        },
-        TestCase {
-            name: "trim_when_memory_runs_low",
-            run: || fixed_controller("trim_when_memory_runs_low", trim_when_memory_runs_low),
-        },
-        TestCase {
-            name: "memory_exhaustion",
-            run: || fixed_controller("memory_exhaustion", exhaustion_controller),
-        },
-        TestCase {
-            name: "reserves_drain",
-            run: || fixed_controller("reserves_drain", reserves_drain),
-        },
-    ];
-    run(cases)
+    run(dynstack::test_cases![via fixed_controller;
+        reserve_quiet_rule => reserve_quiet_rule,
+        trim_when_memory_runs_low => trim_when_memory_runs_low,
+        memory_exhaustion => exhaustion_controller,
+        reserves_drain => reserves_drain,
+    ])
 }
 
 /// Recurses on the exception stack through the test system call. Never returns: the kernel
