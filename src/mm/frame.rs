@@ -8,9 +8,9 @@
 //! of heap.
 //!
 //! Calls `sync` (the lock masks IRQs, so the scheduler may refill stack reserves from here)
-//! and nothing else; callers that map frames do so through the translation-table manager.
+//! and the one low-memory watcher registered with [`watch_low`], and nothing else; callers that map frames do so through the translation-table manager.
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::mm::buddy::{order_for, Buddy, FrameAccess};
 use crate::mm::layout::{phys_to_virt, PAGE_SHIFT, PAGE_SIZE};
@@ -43,6 +43,38 @@ static FRAMES: IrqMutex<Frames> = IrqMutex::new(Frames {
 });
 static TOTAL_PAGES: AtomicU64 = AtomicU64::new(0);
 static FREE_PAGES: AtomicU64 = AtomicU64::new(0);
+
+/// The one watcher of free memory crossing a mark ([`watch_low`]): the mark and the hook.
+static LOW_WATCH: crate::sync::Once<(u64, fn(bool))> = crate::sync::Once::new();
+/// Whether free memory was below the watched mark when last looked at (under the lock).
+static BELOW_MARK: AtomicBool = AtomicBool::new(false);
+
+/// Calls `hook(true)` whenever free memory falls below `mark` frames and `hook(false)`
+/// whenever it rises to `mark` again, and once now with where it is. The hook runs with the
+/// allocator's lock held (IRQs masked), so the calls come in the order the crossings
+/// happened; it may not allocate or free frames. One watcher (the stack reserves); set once,
+/// at boot.
+pub fn watch_low(mark: u64, hook: fn(bool)) {
+    let f = FRAMES.lock();
+    LOW_WATCH.call_once(|| (mark, hook));
+    let below = FREE_PAGES.load(Ordering::Relaxed) < mark;
+    BELOW_MARK.store(below, Ordering::Relaxed);
+    hook(below);
+    drop(f);
+}
+
+/// Publishes the free count after a change, and tells the watcher if it crossed its mark.
+/// Under the allocator's lock.
+fn set_free(free: u64) {
+    FREE_PAGES.store(free, Ordering::Relaxed);
+    if let Some(&(mark, hook)) = LOW_WATCH.get() {
+        let below = free < mark;
+        if below != BELOW_MARK.load(Ordering::Relaxed) {
+            BELOW_MARK.store(below, Ordering::Relaxed);
+            hook(below);
+        }
+    }
+}
 
 /// Records the frames in `[start, end)` (physical, page-aligned inward) for the allocator.
 /// Called before [`enable`].
@@ -103,7 +135,7 @@ pub fn alloc(count: usize) -> Option<u64> {
     let mut f = FRAMES.lock();
     let b = f.buddy.as_mut()?;
     let pa = b.alloc(count)?;
-    FREE_PAGES.store(b.free_pages(), Ordering::Relaxed);
+    set_free(b.free_pages());
     Some(pa)
 }
 
@@ -125,7 +157,7 @@ pub fn free(pa: u64, count: usize) {
     let mut f = FRAMES.lock();
     if let Some(b) = f.buddy.as_mut() {
         b.free(pa, count);
-        FREE_PAGES.store(b.free_pages(), Ordering::Relaxed);
+        set_free(b.free_pages());
     }
 }
 

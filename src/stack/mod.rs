@@ -472,9 +472,10 @@ impl Stack {
 /// grow), and refilling after every growth or restore on the next switch-in keeps the
 /// zeroing of a page out of a parked thread's wake. While memory is low
 /// ([`reserve::memory_low`]) a refill takes only what this stack can still map (`kstack.max`
-/// less its mapped pages; all of it for a parked stack, which has none mapped); a full
-/// reserve is not looked at here (the inline check below) but drains to what the running
-/// stack can still map at the next tick ([`on_tick`]). Both keep the guarantee below.
+/// less its mapped pages; all of it for a parked stack, which has none mapped), and a fuller
+/// reserve gives the rest back: while memory is low no reserve counts as full for the inline
+/// check below ([`reserve::is_full_noting_use`]), so every switch-in of a dynamic thread
+/// comes here. Both keep the guarantee below.
 ///
 /// The guarantee, exactly: a thread whose stack can grow by at most `RESERVE_MAX` more pages
 /// (every thread while `kstack.max - kstack.initial` ≤ 256 KiB) never takes a growth that

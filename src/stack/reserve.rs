@@ -7,8 +7,9 @@
 //! Bounded: a reserve holds at most [`RESERVE_MAX`] pages (256 KiB), whatever `kstack.max`
 //! is. The scheduler fills it with what the incoming thread can still map, up to that bound;
 //! a deeper growth empties it and then waits for a refill (see `stack::on_fault`). Drained:
-//! while memory is low a refill takes only what the incoming thread can still map ([`fill`])
-//! and each tick gives back what the running thread cannot map ([`on_tick`]); a CPU where
+//! while memory is low every dynamic switch-in keeps only what the incoming thread can still
+//! map ([`fill`], `on_memory_low`) and each tick gives back what the running thread cannot
+//! map ([`on_tick`]); a CPU where
 //! for [`IDLE_DRAIN_NS`] no tick found a dynamic thread running or switched in since the
 //! tick before gives back all of it at its next tick; the next dynamic thread switched in
 //! refills it.
@@ -58,8 +59,14 @@ pub(super) struct Reserve {
     /// Pages held. Written only by the owning CPU (exception context); read by anyone for
     /// `stacks`.
     len: AtomicUsize,
-    /// Entries in `pages` (set once at boot). Next to `len`, so [`is_full`] is one load pair.
+    /// Entries in `pages` (set once at boot).
     cap: AtomicUsize,
+    /// What the scheduler's inline check counts as full ([`is_full_noting_use`]): `cap`
+    /// while memory is plentiful, `usize::MAX` while it is low (set by the frame allocator's
+    /// low-water watch, `on_memory_low`), so that every switch-in of a dynamic thread then
+    /// goes to [`fill`], which gives back what the incoming thread cannot map. Next to `len`,
+    /// so the check is one load pair.
+    full_at: AtomicUsize,
     /// `cap` entries; `pages[..len]` are zeroed frames.
     pages: AtomicPtr<u64>,
     /// Set by every switch-in of a dynamic thread ([`is_full_noting_use`]), cleared by the
@@ -84,6 +91,7 @@ pub(super) static RESERVES: [Reserve; MAX_CPUS] = [const {
     Reserve {
         len: AtomicUsize::new(0),
         cap: AtomicUsize::new(0),
+        full_at: AtomicUsize::new(0),
         pages: AtomicPtr::new(core::ptr::null_mut()),
         used: AtomicBool::new(false),
         quiet_since: AtomicU64::new(0),
@@ -98,6 +106,24 @@ pub fn init(cpus: usize, capacity: usize) {
         let buf: &'static mut [u64] = Vec::leak(alloc::vec![0u64; capacity]);
         r.pages.store(buf.as_mut_ptr(), Ordering::Relaxed);
         r.cap.store(buf.len(), Ordering::Release);
+        r.full_at.store(buf.len(), Ordering::Release);
+    }
+    crate::mm::frame::watch_low(LOW_WATER_PAGES, on_memory_low);
+}
+
+/// The frame allocator's low-water watch (under its lock, IRQs masked): free memory fell
+/// below [`LOW_WATER_PAGES`] (`low`) or rose to it again. While it is low no reserve counts
+/// as full for the scheduler's inline check, so the next switch-in on each CPU gives back
+/// what its thread cannot map, at once rather than at that CPU's next tick (which a CPU
+/// switching between two threads that yield to each other may not see for a long time).
+fn on_memory_low(low: bool) {
+    for r in RESERVES.iter() {
+        let full = if low {
+            usize::MAX
+        } else {
+            r.cap.load(Ordering::Relaxed)
+        };
+        r.full_at.store(full, Ordering::Relaxed);
     }
 }
 
@@ -111,8 +137,9 @@ fn parts(cpu: usize) -> (*mut u64, usize, usize) {
     )
 }
 
-/// Whether CPU `cpu`'s reserve holds as many pages as it can, noting that a dynamic thread
-/// is being switched in (so the CPU is not quiet, see [`on_tick`]). When full, [`fill`] with
+/// Whether CPU `cpu`'s reserve holds as many pages as it can (never while memory is low:
+/// see `on_memory_low`), noting that a dynamic thread is being switched in (so the CPU is
+/// not quiet, see [`on_tick`]). When full, [`fill`] with
 /// any `need` of at least the capacity (the scheduler's: `kstack.max` pages) has nothing to
 /// do: the check the scheduler makes inline before every switch-in of a dynamic thread, the
 /// common case.
@@ -120,7 +147,7 @@ fn parts(cpu: usize) -> (*mut u64, usize, usize) {
 pub fn is_full_noting_use(cpu: usize) -> bool {
     let r = &RESERVES[cpu];
     r.used.store(true, Ordering::Relaxed);
-    r.len.load(Ordering::Relaxed) >= r.cap.load(Ordering::Relaxed)
+    r.len.load(Ordering::Relaxed) >= r.full_at.load(Ordering::Relaxed)
 }
 
 /// Fills CPU `cpu`'s reserve up to `need` pages (at most its capacity). False if memory ran
@@ -190,9 +217,9 @@ pub const IDLE_DRAIN_NS: u64 = 100_000_000;
 /// thread, a system thread), which needs no reserve. `now` is the tick's counter reading.
 ///
 /// - Memory low: the reserve keeps only what the running thread can still map and gives
-///   the rest back. A switch-in finding the reserve full does not look at it (the
-///   scheduler's inline check), so this is where a full reserve drains, within a tick of
-///   memory running low.
+///   the rest back (under a fixed-stack thread, which no switch-in of a dynamic one
+///   follows, this is where a reserve drains; the next dynamic switch-in drains it too,
+///   see `on_memory_low`).
 /// - Quiet: when for [`IDLE_DRAIN_NS`] no tick here found a dynamic thread running or
 ///   switched in since the tick before, all of it goes back (never under a dynamic thread).
 ///   A CPU that switches short-lived dynamic threads in between its ticks (a thread that is
