@@ -59,6 +59,8 @@ VALID = [
     "spawn 5 overflow",
     "spawn 50 churn",
     "spawn 100 idle fixed",
+    "spawn 4 json",
+    "spawn 4 inflate",
 ]
 
 INVALID = [
@@ -85,6 +87,8 @@ HUNGRY = [
     "spawn 100000 idle fixed",
     "spawn 20000 mix",
     "spawn 2000 deep:12k",
+    "spawn 200 json",
+    "spawn 200 inflate",
     "stacks",
 ]
 

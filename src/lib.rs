@@ -21,7 +21,7 @@
 //! | `board` | what the device tree does not say, per board | `dtb` |
 //! | [`drivers`] | the register blocks of the UARTs and interrupt controllers (host-tested against fake register blocks; GICv3's `ICC_*` system registers against a fake CPU interface) | nothing |
 //! | [`dtb`], [`cmdline`] | the machine description and the command line: total functions over untrusted bytes | `alloc` only |
-//! | [`mm`] | physical frames, the heap, the translation-table manager ([`mm::page_table`], host-tested), the kernel address space and its layout | `arch::tlb` |
+//! | [`mm`] | physical frames, the heap and a thread's own heap, the translation-table manager ([`mm::page_table`], host-tested), the kernel address space and its layout | `arch::tlb`; the global allocator asks `sched::heap_scope` for the running thread's own heap |
 //! | `sched` | threads, per-CPU run queues, the context switch, sleep, kill, the reaper; which lock or CPU owns each field of a control block (the table in its doc); its run queue, sleep queue, park list and balancing are plain logic, host-tested | `stack`, `arch`, `kernel::irq` |
 //! | `stack` | the stack arena, growth on a fault, the per-CPU page reserve, trim, statistics | `mm`, `arch` |
 //! | [`shell`] | the console user interface (host-tested behind its `Backend` trait) and, on the target, the kernel's backend, workloads, `bench` and `demo` | `cmdline`; the backend calls `sched`, `stack`, `mm` |

@@ -62,6 +62,13 @@ pub fn park() -> ! {
 
 /// The panic handler's body.
 pub fn on_panic(info: &core::panic::PanicInfo) -> ! {
+    // An allocation that a thread's own heap could not serve ends that thread, not the
+    // kernel (`sched::heap_scope`); this returns if the panic is anything else.
+    if !is_stopping() {
+        if let Some(size) = allocation_failure_size(info) {
+            crate::sched::heap_scope::end_thread_out_of_own_heap(size);
+        }
+    }
     crate::arch::irq::save_and_disable();
     let cpu = cpu_index();
     if let Err(first) = PANIC_CPU.compare_exchange(NOBODY, cpu, Ordering::AcqRel, Ordering::Acquire)
@@ -135,11 +142,7 @@ pub fn on_panic(info: &core::panic::PanicInfo) -> ! {
 /// `PANIC on cpu 0: memory allocation of 288 bytes failed in dynstack::shell::foo+0x40`.
 /// Without a symbol table the line is the panic as it is, and the backtrace has the caller.
 fn print_panic_line(cpu: usize, info: &core::panic::PanicInfo, fp: u64) {
-    use core::fmt::Write;
-    let mut message = ShortText::new();
-    let _ = write!(message, "{}", info.message());
-    let size = crate::symbols::caller::allocation_failure_size(message.as_str());
-    if let Some(size) = size {
+    if let Some(size) = allocation_failure_size(info) {
         if let Some(caller) = crate::kernel::backtrace::allocation_caller(fp) {
             crate::kernel::console::write_fmt_emergency(format_args!(
                 "PANIC on cpu {cpu}: memory allocation of {size} bytes failed in {caller}\n"
@@ -148,6 +151,14 @@ fn print_panic_line(cpu: usize, info: &core::panic::PanicInfo, fp: u64) {
         }
     }
     crate::kernel::console::write_fmt_emergency(format_args!("PANIC on cpu {}: {}\n", cpu, info));
+}
+
+/// The size of a failed allocation if the panic is `alloc`'s allocation failure.
+fn allocation_failure_size(info: &core::panic::PanicInfo) -> Option<u64> {
+    use core::fmt::Write;
+    let mut message = ShortText::new();
+    let _ = write!(message, "{}", info.message());
+    crate::symbols::caller::allocation_failure_size(message.as_str())
 }
 
 /// A short panic message, in a buffer of its own (the panic path allocates nothing): room

@@ -16,7 +16,12 @@
 //! (IRQs masked while held, so the scheduler may allocate from exception context: the code
 //! it interrupted cannot hold the heap lock on the same CPU).
 //!
-//! Owns the global allocator. Calls `frame` (to grow and shrink) and `sync`.
+//! While a thread runs code inside `sched::heap_scope::with_own_heap`, the global allocator
+//! serves that thread's allocations (in thread context) from its own
+//! [`ThreadHeap`](crate::mm::thread_heap::ThreadHeap) instead; it asks `sched` for it.
+//!
+//! Owns the global allocator. Calls `frame` (to grow and shrink), `sync` and
+//! `sched::heap_scope` (the running thread's own heap).
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -376,6 +381,11 @@ mod global {
     // is under the lock.
     unsafe impl GlobalAlloc for KernelHeap {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if let Some(own) = crate::sched::heap_scope::current() {
+                return own
+                    .alloc(&mut Frames, layout)
+                    .map_or(core::ptr::null_mut(), |p| p.as_ptr());
+            }
             touch_stack_before_lock();
             match self.0.lock().alloc(layout) {
                 Some(p) => p.as_ptr(),
@@ -384,14 +394,24 @@ mod global {
         }
 
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            touch_stack_before_lock();
-            if let Some(p) = NonNull::new(ptr) {
-                // SAFETY: passed on from the caller (GlobalAlloc's contract).
-                unsafe { self.0.lock().dealloc(p, layout) };
+            let Some(p) = NonNull::new(ptr) else {
+                return;
+            };
+            if let Some(own) = crate::sched::heap_scope::current() {
+                if own.owns(ptr as usize) {
+                    // SAFETY: passed on from the caller; the block is the thread heap's.
+                    unsafe { own.dealloc(p, layout) };
+                    return;
+                }
             }
+            touch_stack_before_lock();
+            // SAFETY: passed on from the caller (GlobalAlloc's contract).
+            unsafe { self.0.lock().dealloc(p, layout) };
         }
     }
 }
 
+#[cfg(test)]
+pub(crate) mod fake;
 #[cfg(test)]
 mod tests;

@@ -49,9 +49,11 @@
 //! | `park`, `slept_at` | atomics | its queue lock ([`parklist`], `parker::note_asleep`) | its queue lock |
 //! | `stack` | its own atomics and claim (see [`crate::stack::Stack`]) | the claim's holder (the running CPU, trim, parking; the fast path through `offset_of!`) | anyone, for reports |
 //! | `join` | `Owned` | spawn; the reaper, which has the dead block to itself after `claim_for_release` | the same |
+//! | `own_heap` | atomic pointer | the thread itself, in thread context ([`heap_scope`]); the reaper once it is dead | the same (the global allocator, on the thread's behalf) |
 pub mod balance;
 pub mod counted;
 mod cpu;
+pub mod heap_scope;
 mod kill;
 pub mod parker;
 pub mod parklist;

@@ -103,6 +103,9 @@ pub(super) fn reap_list(
             if let Some(j) = unsafe { th.take_join() } {
                 joins.push(j);
             }
+            // A thread that died inside `with_own_heap` (killed, overflowed, out of memory)
+            // leaves its heap here.
+            heap_scope::release_dead(th);
             // SAFETY: `t` was allocated with this layout in spawn_raw and is moved out and
             // freed once, here.
             let owned = unsafe { t.read() };

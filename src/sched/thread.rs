@@ -183,6 +183,8 @@ pub struct Thread {
     pub stack: Stack,
     /// Completion for `join`, if somebody holds a handle (owner: spawn, then the reaper).
     join: Owned<Option<Join>>,
+    /// Its own heap while it runs code in `heap_scope::with_own_heap` (null otherwise).
+    pub(crate) own_heap: AtomicPtr<crate::mm::thread_heap::ThreadHeap>,
 }
 
 impl RunNode for Thread {
@@ -260,6 +262,7 @@ impl Thread {
             essential: start.essential,
             stack,
             join: Owned::new(start.join),
+            own_heap: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 

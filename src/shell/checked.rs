@@ -7,7 +7,7 @@
 //! deep ([`crate::stack::expand_stack`]), the way a careful developer would; the library
 //! calls are not (nobody here knows how deep they go, and the libraries are not ours to
 //! change). Owns the operations and the counts of checked and wrong results. Calls `stack`,
-//! `miniz_oxide` and `serde_json`.
+//! `sched::heap_scope` (the libraries' heap), `miniz_oxide` and `serde_json`.
 use alloc::string::String;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +24,12 @@ const CHAIN_BYTES_PER_LINK: usize = 40;
 pub const BIG_FRAME_BYTES: usize = 6 * 1024;
 /// Items in a `json` document.
 const JSON_ITEMS: u64 = 24;
+/// The first chunk of the heap an `inflate` runs in: its output grows by doubling, and a
+/// 64 KiB chunk less the heap's descriptor has no block for the last step.
+const INFLATE_HEAP_BYTES: usize = 128 * 1024;
+/// The first chunk of the heap a `json` runs in: about half the documents need a second
+/// chunk of as much (the buddy blocks of the larger ones pass 128 KiB).
+const JSON_HEAP_BYTES: usize = 128 * 1024;
 
 static CHECKED: AtomicU64 = AtomicU64::new(0);
 static WRONG: AtomicU64 = AtomicU64::new(0);
@@ -38,8 +44,42 @@ pub fn results() -> (u64, u64) {
 
 /// Runs one operation of `profile` (one of [`Profile::CHECKED`]) with draws from `rng` and
 /// checks its result; counts it, and on a wrong result prints `error: ...`. True if right.
+///
+/// `inflate` and `json` run in a heap of their own (`sched::heap_scope`): the libraries
+/// allocate without handling failure, so memory running out inside them ends just this
+/// thread, and whatever they allocated goes back whole. Without memory for that heap the
+/// operation does not start: `error: ...: out of memory ...`, counted neither way.
 pub fn run_counted(profile: &Profile, rng: &mut XorShift) -> bool {
-    match run(profile, rng) {
+    let Some(bytes) = own_heap_bytes(profile) else {
+        return count(profile, run(profile, rng));
+    };
+    match crate::sched::heap_scope::with_own_heap(bytes, || count(profile, run(profile, rng))) {
+        Ok(right) => right,
+        Err(e) => {
+            crate::println!(
+                "error: {} thread {}: {}",
+                profile,
+                crate::sched::current_tid(),
+                e
+            );
+            false
+        }
+    }
+}
+
+/// The first chunk of the heap `profile` runs in, if it needs one: what one operation takes,
+/// as the thread heap's `peak` and `pages` counters measured it, so that it seldom grows.
+fn own_heap_bytes(profile: &Profile) -> Option<usize> {
+    match profile {
+        Profile::Inflate => Some(INFLATE_HEAP_BYTES),
+        Profile::Json => Some(JSON_HEAP_BYTES),
+        _ => None,
+    }
+}
+
+/// Counts a result (and reports a wrong one); whether it was right.
+fn count(profile: &Profile, result: Result<(), String>) -> bool {
+    match result {
         Ok(()) => {
             CHECKED.fetch_add(1, Ordering::Relaxed);
             true

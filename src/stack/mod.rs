@@ -176,6 +176,12 @@ static RELEASED_PAGES: AtomicU64 = AtomicU64::new(0);
 static STACKS: AtomicU64 = AtomicU64::new(0);
 static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
 static OOM_KILLS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a thread ended for lack of memory outside stack growth (its own heap ran out, see
+/// `sched::heap_scope`), in [`Stats::oom_kills`] with the growth failures.
+pub fn note_oom_kill() {
+    OOM_KILLS.fetch_add(1, Ordering::Relaxed);
+}
 static TRIMMED_PAGES: AtomicU64 = AtomicU64::new(0);
 static SHORTAGES: AtomicU64 = AtomicU64::new(0);
 static CLAIM_RACES: AtomicU64 = AtomicU64::new(0);
@@ -216,7 +222,8 @@ pub struct Stats {
     pub fast_grow_faults: u64,
     /// Threads terminated for running into their guard gap.
     pub overflows: u64,
-    /// Threads terminated because a growth found no page.
+    /// Threads terminated for lack of memory: a growth that found no page while the thread
+    /// held a lock, or its own heap running out ([`note_oom_kill`]).
     pub oom_kills: u64,
     /// Pages given back by trim.
     pub trimmed_pages: u64,

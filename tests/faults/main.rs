@@ -15,7 +15,8 @@
 //!   in `oom_kills`), nothing may panic or hang, waiting threads must go on once memory comes
 //!   back, and after killing them all every frame must be accounted for again. With more
 //!   RAM than 64 MiB the case first takes the excess away (ballast frames) so that it
-//!   always works against the same amount.
+//!   always works against the same amount. The `own_heap_*` cases: a thread's own heap
+//!   around third-party code, out of memory and dying inside it (see `own_heap`).
 //! - `init="exhaust"`: a system call recurses on the exception stack until it overflows.
 //!   This must end in a `PANIC` report naming the exception stack overflow and a non-zero
 //!   exit, not a hang. It ends the kernel, so it is a boot of its own.
@@ -65,6 +66,7 @@ use dynstack::testing::{run, TestResult};
 mod cases;
 mod heap_miss;
 mod memory_out;
+mod own_heap;
 
 use cases::*;
 
@@ -107,6 +109,10 @@ fn main() {
         trim_when_memory_runs_low => trim_when_memory_runs_low,
         memory_exhaustion => exhaustion_controller,
         reserves_drain => reserves_drain,
+        own_heap_serves_the_scope => own_heap::own_heap_serves_the_scope,
+        own_heap_refused_when_memory_is_out => own_heap::own_heap_refused_when_memory_is_out,
+        own_heap_out_of_memory_ends_only_the_thread => own_heap::own_heap_out_of_memory_ends_only_the_thread,
+        own_heap_given_back_when_the_thread_dies => own_heap::own_heap_given_back_when_the_thread_dies,
     ])
 }
 
