@@ -7,9 +7,14 @@ pub fn add_cpu(cpu: usize) -> Result<(), SpawnError> {
     // Fixed: the threads the kernel cannot do without must run even when no page can be
     // found for a dynamic stack's reserve.
     // Named after its CPU, so `ps` does not mix it up with `idle` workload threads.
-    let name = alloc::format!("cpu{}-idle", cpu);
+    let mut name = NameBuf {
+        bytes: [0; 15],
+        len: 0,
+    };
+    let _ = core::fmt::Write::write_fmt(&mut name, format_args!("cpu{cpu}-idle"));
     let tid = spawn_thread(
-        &name,
+        // ASCII only: cut anywhere, still UTF-8.
+        core::str::from_utf8(&name.bytes[..name.len]).unwrap_or("idle"),
         ThreadKind::Idle,
         StackPolicy::Fixed,
         idle_loop,
@@ -24,6 +29,22 @@ pub fn add_cpu(cpu: usize) -> Result<(), SpawnError> {
     unsafe { (*t).cpu.store(cpu as u32, Ordering::Relaxed) };
     IDLE[cpu].store(t, Ordering::Release);
     Ok(())
+}
+
+/// A thread name formatted on the stack (bring-up allocates nothing it need not); cut at
+/// the 15 bytes a control block keeps.
+struct NameBuf {
+    bytes: [u8; 15],
+    len: usize,
+}
+
+impl core::fmt::Write for NameBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.bytes.len() - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
 }
 
 /// Counts this CPU as online: new threads may be queued on it from now on (it runs them
