@@ -382,6 +382,9 @@ mod global {
     unsafe impl GlobalAlloc for KernelHeap {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             if let Some(own) = crate::sched::heap_scope::current() {
+                // The thread heap takes no lock of its own, but growing it takes the frame
+                // allocator's.
+                touch_stack_before_lock();
                 return own
                     .alloc(&mut Frames, layout)
                     .map_or(core::ptr::null_mut(), |p| p.as_ptr());
