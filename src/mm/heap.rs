@@ -88,7 +88,8 @@ pub struct ChunkHeap<P: ChunkPages> {
     can_grow: bool,
 }
 
-fn pages_for(size: usize) -> usize {
+/// Pages of a run for `size` bytes: a power of two, as runs are.
+pub(crate) fn pages_for(size: usize) -> usize {
     size.div_ceil(PAGE).next_power_of_two()
 }
 

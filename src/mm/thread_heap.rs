@@ -20,7 +20,7 @@
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
-use crate::mm::heap::{ChunkPages, PAGE};
+use crate::mm::heap::{pages_for, ChunkPages, PAGE};
 
 /// Most chunks one thread heap holds: its first and up to seven that each double it.
 pub const MAX_CHUNKS: usize = 8;
@@ -37,10 +37,6 @@ pub struct ThreadHeap {
     count: usize,
     allocated: usize,
     peak: usize,
-}
-
-fn pages_for(bytes: usize) -> usize {
-    bytes.div_ceil(PAGE).next_power_of_two()
 }
 
 impl ThreadHeap {
